@@ -1,0 +1,161 @@
+//! The engine-independent part of a write: turning accepted inputs into events with
+//! seqs, folding them into the snapshot, serializing each event once, and trimming
+//! history. Every engine calls these so the state machine lives in one place.
+
+use crate::engine::NewJob;
+use crate::error::HubError;
+use crate::session::{EventKind, Published};
+use bytes::Bytes;
+use jobwire_proto::event::EventBody;
+use jobwire_proto::{Event, EventInput, Job, JobStatus, Timestamp};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// One new event ready to store and fan out.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub published: Published,
+    pub event_id: Option<String>,
+}
+
+/// The result of applying a publish to a job.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// One seq per input, in input order (original seqs for idempotent retries).
+    pub seqs: Vec<u64>,
+    /// The events to store, in seq order (retries excluded).
+    pub events: Vec<NewEvent>,
+}
+
+/// Why applying failed: a refusal (nothing changes) or the idempotency lookup failed.
+#[derive(Debug)]
+pub enum ApplyError<E> {
+    Refuse(HubError),
+    Lookup(E),
+}
+
+fn serialize(ev: &Event) -> Result<Bytes, HubError> {
+    serde_json::to_vec(ev)
+        .map(Bytes::from)
+        .map_err(|e| HubError::Storage(format!("serializing an event: {e}")))
+}
+
+/// The kind a registry needs to know about an event.
+pub fn kind_of(body: &EventBody, status: JobStatus) -> EventKind {
+    if body.is_progress() {
+        EventKind::Progress
+    } else if status.is_terminal() {
+        EventKind::Terminal
+    } else {
+        EventKind::Other
+    }
+}
+
+/// Applies `inputs` to `job` (a working copy: on error the caller drops it), stored
+/// under `key`. `stored_seq(event_id)` says whether an event id is already stored.
+pub fn apply_inputs<E>(
+    job: &mut Job,
+    key: &str,
+    inputs: Vec<EventInput>,
+    now: Timestamp,
+    mut stored_seq: impl FnMut(&str) -> Result<Option<u64>, E>,
+) -> Result<Applied, ApplyError<E>> {
+    // Fan-out is routed by storage key; the event itself carries the public id.
+    let shared_id: Arc<str> = Arc::from(key);
+    let mut out = Applied {
+        seqs: Vec::with_capacity(inputs.len()),
+        events: Vec::with_capacity(inputs.len()),
+    };
+    for input in inputs {
+        if let Some(eid) = &input.event_id {
+            let earlier = out
+                .events
+                .iter()
+                .find(|e| e.event_id.as_deref() == Some(eid.as_str()))
+                .map(|e| e.published.seq);
+            let stored = match earlier {
+                Some(s) => Some(s),
+                None => stored_seq(eid).map_err(ApplyError::Lookup)?,
+            };
+            if let Some(seq) = stored {
+                out.seqs.push(seq);
+                continue;
+            }
+        }
+        let status = job
+            .check(&input)
+            .map_err(|e| ApplyError::Refuse(e.into()))?;
+        let (body, event_id, metadata) = input.into_body();
+        let kind = kind_of(&body, status);
+        let ev = Event {
+            body,
+            job_id: job.id.clone(),
+            seq: job.seq + 1,
+            timestamp: now,
+            status,
+            event_id,
+            metadata,
+        };
+        job.apply(&ev);
+        let bytes = serialize(&ev).map_err(ApplyError::Refuse)?;
+        out.seqs.push(ev.seq);
+        out.events.push(NewEvent {
+            published: Published {
+                job_id: shared_id.clone(),
+                seq: ev.seq,
+                kind,
+                bytes,
+            },
+            event_id: ev.event_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Moves `job.history_start` so at most `max` events are kept; returns the range of
+/// seqs to delete (`start..new_start`) when something must be trimmed.
+pub fn trim_history(job: &mut Job, max: u64) -> Option<(u64, u64)> {
+    let max = max.max(1);
+    if job.seq <= max {
+        return None;
+    }
+    let new_start = job.seq - max + 1;
+    if new_start <= job.history_start {
+        return None;
+    }
+    let old = job.history_start;
+    job.history_start = new_start;
+    Some((old, new_start))
+}
+
+/// A new job and its `created` event (seq 1).
+pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubError> {
+    let (id, project, metadata) = (new.id.as_str(), new.project.clone(), new.metadata.clone());
+    let mut job = Job::new(id.to_owned(), project.clone(), now);
+    job.tenant.clone_from(&new.tenant);
+    let ev = Event {
+        body: EventBody::Created { project },
+        job_id: id.to_owned(),
+        seq: 1,
+        timestamp: now,
+        status: JobStatus::Pending,
+        event_id: None,
+        metadata: (!metadata.is_empty()).then_some(metadata),
+    };
+    job.apply(&ev);
+    let bytes = serialize(&ev)?;
+    Ok((
+        job,
+        Published {
+            job_id: Arc::from(new.key.as_str()),
+            seq: 1,
+            kind: EventKind::Other,
+            bytes,
+        },
+    ))
+}
+
+/// The canonical text of a create request, to tell an identical retry from a conflict.
+pub fn create_fingerprint(project: &Option<String>, metadata: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(&(project, metadata)).unwrap_or_default()
+}

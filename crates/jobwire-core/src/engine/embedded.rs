@@ -1,0 +1,634 @@
+//! The embedded engine (the default): jobs and events in a redb database under the
+//! data directory, written by one writer thread with group commit.
+//!
+//! Every write request (create, publish, sweep) goes through a bounded channel to the
+//! writer thread. The thread takes everything queued (up to [`MAX_BATCH`]), applies it
+//! in one write transaction, commits once (one fsync for the whole group), and only
+//! then fans the events out and acknowledges the callers. A refused request changes
+//! nothing; a failed commit fails every request in the group and acknowledges none.
+//! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
+//! writer.
+
+use crate::engine::apply::{self, ApplyError};
+use crate::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use crate::error::HubError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::session::Published;
+use bytes::Bytes;
+use jobwire_proto::{EventInput, Job, Timestamp};
+use redb::{Database, ReadableTable, Table, TableDefinition};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Job id -> snapshot JSON.
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// (job id, seq) -> event JSON, exactly the bytes sent to watchers.
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// (job id, event_id) -> seq, for idempotent retries.
+const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new("idempotency");
+/// Job id -> canonical JSON of the create request, to tell retries from conflicts.
+const CREATES: TableDefinition<&str, &[u8]> = TableDefinition::new("creates");
+/// (expiry time in ms, job id) for terminal jobs, swept by the retention task.
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// Most requests committed in one transaction (one fsync).
+pub const MAX_BATCH: usize = 1024;
+/// Write requests waiting for the writer; a full queue makes publishers wait
+/// (back-pressure), it never drops a request.
+const QUEUE_DEPTH: usize = 8192;
+
+/// Retention settings shared by all engines.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Terminal jobs are deleted this long after they finish.
+    pub terminal_ttl: Duration,
+    /// Events kept per job; older ones are trimmed (the snapshot stays whole).
+    pub max_events_per_job: u64,
+    /// How often expired terminal jobs are deleted.
+    pub sweep_interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            terminal_ttl: Duration::from_secs(24 * 3600),
+            max_events_per_job: 10_000,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+enum Request {
+    Create {
+        job: NewJob,
+        reply: oneshot::Sender<Result<Created, HubError>>,
+    },
+    Publish {
+        job_id: String,
+        events: Vec<EventInput>,
+        reply: oneshot::Sender<Result<Vec<u64>, HubError>>,
+    },
+    Sweep,
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The embedded, durable engine.
+pub struct Embedded {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Request>,
+    closing: AtomicBool,
+    healthy: Arc<AtomicBool>,
+}
+
+fn storage(e: impl std::fmt::Display) -> HubError {
+    HubError::Storage(e.to_string())
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `data_dir` and starts the writer thread and,
+    /// when called inside a tokio runtime, the retention sweeper.
+    pub fn open(
+        data_dir: PathBuf,
+        retention: Retention,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Embedded>, HubError> {
+        std::fs::create_dir_all(&data_dir).map_err(storage)?;
+        let db = Arc::new(Database::create(data_dir.join("jobwire.redb")).map_err(storage)?);
+        {
+            let txn = db.begin_write().map_err(storage)?;
+            txn.open_table(JOBS).map_err(storage)?;
+            txn.open_table(EVENTS).map_err(storage)?;
+            txn.open_table(IDEMPOTENCY).map_err(storage)?;
+            txn.open_table(CREATES).map_err(storage)?;
+            txn.open_table(EXPIRY).map_err(storage)?;
+            txn.commit().map_err(storage)?;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            db: db.clone(),
+            cache: HashMap::new(),
+            retention,
+            registry,
+            metrics,
+            healthy: healthy.clone(),
+        };
+        std::thread::Builder::new()
+            .name("jobwire-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(storage)?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let sweep_tx = tx.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(retention.sweep_interval);
+                loop {
+                    tick.tick().await;
+                    if sweep_tx.send(Request::Sweep).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Arc::new(Embedded {
+            db,
+            tx,
+            closing: AtomicBool::new(false),
+            healthy,
+        }))
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, HubError>>) -> Request,
+    ) -> Result<T, HubError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(HubError::ShuttingDown);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| HubError::ShuttingDown)?;
+        rx.await.map_err(|_| HubError::ShuttingDown)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, HubError> + Send + 'static,
+    ) -> Result<T, HubError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(storage)?
+    }
+
+    /// Deletes terminal jobs whose TTL has passed, now (tests and admin use).
+    pub async fn sweep_now(&self) -> Result<(), HubError> {
+        self.tx
+            .send(Request::Sweep)
+            .await
+            .map_err(|_| HubError::ShuttingDown)
+    }
+}
+
+impl Engine for Embedded {
+    fn create(&self, job: NewJob) -> BoxFuture<'_, Result<Created, HubError>> {
+        Box::pin(self.request(|reply| Request::Create { job, reply }))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        job_id: &'a str,
+        events: Vec<EventInput>,
+    ) -> BoxFuture<'a, Result<Vec<u64>, HubError>> {
+        let job_id = job_id.to_owned();
+        Box::pin(self.request(|reply| Request::Publish {
+            job_id,
+            events,
+            reply,
+        }))
+    }
+
+    fn history<'a>(
+        &'a self,
+        job_id: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, HubError>> {
+        let id = job_id.to_owned();
+        Box::pin(self.read(move |db| read_history(db, &id, after, limit)))
+    }
+
+    fn snapshot<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Job, HubError>> {
+        let id = job_id.to_owned();
+        Box::pin(self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let jobs = txn.open_table(JOBS).map_err(storage)?;
+            read_job(&jobs, &id)?.ok_or(HubError::NotFound)
+        }))
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>> {
+        Box::pin(self.read(move |db| read_list(db, &query)))
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.closing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Request::Shutdown { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+    }
+}
+
+fn read_job(
+    jobs: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Job>, HubError> {
+    match jobs.get(id).map_err(storage)? {
+        Some(raw) => serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(storage),
+        None => Ok(None),
+    }
+}
+
+fn read_history(
+    db: &Database,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<HistoryPage, HubError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let job = read_job(&jobs, id)?.ok_or(HubError::NotFound)?;
+    let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
+    let start = after.saturating_add(1).max(job.history_start);
+    let mut events = Vec::new();
+    let mut last_seq = after;
+    if start <= job.seq && limit > 0 {
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        for item in table
+            .range((id, start)..=(id, job.seq))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(storage)?;
+            last_seq = k.value().1;
+            events.push((last_seq, Bytes::copy_from_slice(v.value())));
+        }
+    }
+    Ok(HistoryPage {
+        job,
+        events,
+        last_seq,
+        truncated,
+    })
+}
+
+fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let mut out = Vec::new();
+    // A tenant's keys are `<tenant>/<id>`: one contiguous range.
+    let prefix = q
+        .tenant
+        .as_ref()
+        .map(|t| format!("{t}/"))
+        .unwrap_or_default();
+    let start = match &q.after {
+        Some(after) => std::ops::Bound::Excluded(format!("{prefix}{after}")),
+        None => std::ops::Bound::Included(prefix.clone()),
+    };
+    let range = jobs
+        .range::<&str>((
+            start.as_ref().map(String::as_str),
+            std::ops::Bound::Unbounded,
+        ))
+        .map_err(storage)?;
+    let mut next = None;
+    for item in range {
+        let (k, v) = item.map_err(storage)?;
+        let key = k.value();
+        if !key.starts_with(prefix.as_str()) {
+            break;
+        }
+        if q.tenant.is_none() && key.contains('/') {
+            continue;
+        }
+        let job: Job = serde_json::from_slice(v.value()).map_err(storage)?;
+        if q.status.is_some_and(|s| s != job.status) {
+            continue;
+        }
+        if q.project.is_some() && q.project != job.project {
+            continue;
+        }
+        if out.len() == q.limit {
+            next = out.last().map(|j: &Job| j.id.clone());
+            break;
+        }
+        out.push(job);
+    }
+    Ok(ListPage { jobs: out, next })
+}
+
+/// The tables of one write transaction.
+struct Tables<'t> {
+    jobs: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, (&'static str, u64), &'static [u8]>,
+    idem: Table<'t, (&'static str, &'static str), u64>,
+    creates: Table<'t, &'static str, &'static [u8]>,
+    expiry: Table<'t, (u64, &'static str), ()>,
+}
+
+/// Outcome of one request inside a group: refused (reply now, nothing changed) or a
+/// storage failure (abort the whole group).
+enum Fail {
+    Refuse(HubError),
+    Abort(HubError),
+}
+
+impl From<redb::StorageError> for Fail {
+    fn from(e: redb::StorageError) -> Self {
+        Fail::Abort(storage(e))
+    }
+}
+
+/// A reply held back until the group commits: a refusal too, since it may depend
+/// on an earlier request of the same group that might not commit.
+enum Ack {
+    Create(
+        oneshot::Sender<Result<Created, HubError>>,
+        Result<Box<Created>, HubError>,
+    ),
+    Publish(
+        oneshot::Sender<Result<Vec<u64>, HubError>>,
+        Result<Vec<u64>, HubError>,
+    ),
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Ack {
+    fn fail(self, e: &HubError) {
+        let err = || HubError::Storage(e.to_string());
+        match self {
+            Ack::Create(r, _) => drop(r.send(Err(err()))),
+            Ack::Publish(r, _) => drop(r.send(Err(err()))),
+            Ack::Shutdown(r) => drop(r.send(())),
+        }
+    }
+    fn succeed(self) {
+        match self {
+            Ack::Create(r, v) => drop(r.send(v.map(|c| *c))),
+            Ack::Publish(r, v) => drop(r.send(v)),
+            Ack::Shutdown(r) => drop(r.send(())),
+        }
+    }
+}
+
+/// The writer thread's state. Owns every write to the database.
+struct Writer {
+    db: Arc<Database>,
+    /// Snapshots of non-terminal jobs, as committed (terminal jobs take no writes).
+    cache: HashMap<String, Job>,
+    retention: Retention,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// False after a failed commit, until the next one succeeds (drives /readyz).
+    healthy: Arc<AtomicBool>,
+}
+
+/// Per-group scratch state: snapshots changed in this group, events to fan out and
+/// replies to send once the commit is durable.
+#[derive(Default)]
+struct Group {
+    dirty: HashMap<String, Job>,
+    fanout: Vec<Published>,
+    acks: Vec<Ack>,
+    stop: bool,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.commit_group(&mut batch) {
+                break;
+            }
+        }
+        tracing::debug!("writer thread stopped");
+    }
+
+    /// Applies and commits one group. Returns true when asked to stop.
+    fn commit_group(&mut self, batch: &mut Vec<Request>) -> bool {
+        let mut group = Group::default();
+        let result = self.apply_group(batch, &mut group);
+        let mut stop = group.stop;
+        match result {
+            Ok(()) => {
+                for (id, job) in group.dirty.drain() {
+                    if job.status.is_terminal() {
+                        self.cache.remove(&id);
+                    } else {
+                        self.cache.insert(id, job);
+                    }
+                }
+                self.metrics.events_published.add(group.fanout.len() as u64);
+                for ev in &group.fanout {
+                    self.registry.broadcast(ev);
+                }
+                for ack in group.acks {
+                    ack.succeed();
+                }
+                self.healthy.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
+                self.healthy.store(false, Ordering::Release);
+                for ack in group.acks {
+                    ack.fail(&e);
+                }
+                // Requests the failed group never reached fail the same way.
+                for req in batch.drain(..) {
+                    let ack = match req {
+                        Request::Create { reply, .. } => {
+                            Ack::Create(reply, Err(HubError::NotFound))
+                        }
+                        Request::Publish { reply, .. } => {
+                            Ack::Publish(reply, Err(HubError::NotFound))
+                        }
+                        Request::Sweep => continue,
+                        Request::Shutdown { reply } => {
+                            stop = true;
+                            Ack::Shutdown(reply)
+                        }
+                    };
+                    ack.fail(&e);
+                }
+            }
+        }
+        stop
+    }
+
+    fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = Tables {
+                jobs: txn.open_table(JOBS).map_err(storage)?,
+                events: txn.open_table(EVENTS).map_err(storage)?,
+                idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+                creates: txn.open_table(CREATES).map_err(storage)?,
+                expiry: txn.open_table(EXPIRY).map_err(storage)?,
+            };
+            let now = Timestamp::now();
+            for req in batch.drain(..) {
+                match req {
+                    Request::Create { job, reply } => match self.create(&mut t, group, job, now) {
+                        Ok(c) => group.acks.push(Ack::Create(reply, Ok(Box::new(c)))),
+                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Create(reply, Err(e))),
+                        Err(Fail::Abort(e)) => {
+                            group.acks.push(Ack::Create(reply, Err(HubError::NotFound)));
+                            return Err(e);
+                        }
+                    },
+                    Request::Publish {
+                        job_id,
+                        events,
+                        reply,
+                    } => match self.publish(&mut t, group, &job_id, events, now) {
+                        Ok(seqs) => group.acks.push(Ack::Publish(reply, Ok(seqs))),
+                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Publish(reply, Err(e))),
+                        Err(Fail::Abort(e)) => {
+                            group
+                                .acks
+                                .push(Ack::Publish(reply, Err(HubError::NotFound)));
+                            return Err(e);
+                        }
+                    },
+                    Request::Sweep => self.sweep(&mut t, now).map_err(storage)?,
+                    Request::Shutdown { reply } => {
+                        group.acks.push(Ack::Shutdown(reply));
+                        group.stop = true;
+                    }
+                }
+            }
+            for (id, job) in &group.dirty {
+                let bytes = serde_json::to_vec(job).map_err(storage)?;
+                t.jobs
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// The job as this group sees it: changed in this group, cached, or stored.
+    fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
+        if let Some(j) = group.dirty.get(id) {
+            return Ok(Some(j.clone()));
+        }
+        if let Some(j) = self.cache.get(id) {
+            return Ok(Some(j.clone()));
+        }
+        read_job(&t.jobs, id).map_err(Fail::Abort)
+    }
+
+    fn create(
+        &mut self,
+        t: &mut Tables<'_>,
+        group: &mut Group,
+        new: NewJob,
+        now: Timestamp,
+    ) -> Result<Created, Fail> {
+        let fingerprint = apply::create_fingerprint(&new.project, &new.metadata);
+        if let Some(existing) = self.load(t, group, &new.key)? {
+            let same = t
+                .creates
+                .get(new.key.as_str())?
+                .is_some_and(|v| v.value() == fingerprint.as_slice());
+            return if same {
+                Ok(Created {
+                    job: existing,
+                    created: false,
+                })
+            } else {
+                Err(Fail::Refuse(HubError::JobExists))
+            };
+        }
+        let (job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
+        t.events
+            .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
+        t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
+        group.fanout.push(created);
+        group.dirty.insert(new.key, job.clone());
+        Ok(Created { job, created: true })
+    }
+
+    fn publish(
+        &mut self,
+        t: &mut Tables<'_>,
+        group: &mut Group,
+        job_id: &str,
+        inputs: Vec<EventInput>,
+        now: Timestamp,
+    ) -> Result<Vec<u64>, Fail> {
+        let mut job = self
+            .load(t, group, job_id)?
+            .ok_or(Fail::Refuse(HubError::NotFound))?;
+        let idem = &t.idem;
+        let applied = apply::apply_inputs(&mut job, job_id, inputs, now, |eid| {
+            idem.get((job_id, eid)).map(|g| g.map(|v| v.value()))
+        })
+        .map_err(|e| match e {
+            ApplyError::Refuse(e) => Fail::Refuse(e),
+            ApplyError::Lookup(e) => Fail::Abort(storage(e)),
+        })?;
+        for e in &applied.events {
+            let seq = e.published.seq;
+            t.events.insert((job_id, seq), e.published.bytes.as_ref())?;
+            if let Some(eid) = &e.event_id {
+                t.idem.insert((job_id, eid.as_str()), seq)?;
+            }
+        }
+        if let Some((from, to)) = apply::trim_history(&mut job, self.retention.max_events_per_job) {
+            t.events
+                .retain_in((job_id, from)..(job_id, to), |_, _| false)?;
+        }
+        if job.status.is_terminal() && !applied.events.is_empty() {
+            let at = now.plus(self.retention.terminal_ttl).as_millis();
+            t.expiry.insert((at, job_id), ())?;
+        }
+        group
+            .fanout
+            .extend(applied.events.into_iter().map(|e| e.published));
+        group.dirty.insert(job_id.to_owned(), job);
+        Ok(applied.seqs)
+    }
+
+    /// Deletes terminal jobs whose expiry time has passed.
+    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<(), redb::StorageError> {
+        let mut expired: Vec<(u64, String)> = Vec::new();
+        for item in t.expiry.range((0, "")..(now.as_millis(), ""))? {
+            let (k, _) = item?;
+            let (at, id) = k.value();
+            expired.push((at, id.to_owned()));
+        }
+        for (at, id) in &expired {
+            t.expiry.remove((*at, id.as_str()))?;
+            t.jobs.remove(id.as_str())?;
+            t.creates.remove(id.as_str())?;
+            t.events
+                .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+            t.idem
+                .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
+            self.cache.remove(id);
+        }
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "expired terminal jobs deleted");
+        }
+        Ok(())
+    }
+}

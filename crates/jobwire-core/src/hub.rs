@@ -1,0 +1,234 @@
+//! The hub: the one entry point transports call. It validates ids, times publishes,
+//! and runs the subscribe protocol (registry first, then history; see
+//! [`crate::recovery`]). Job state lives in the [`Engine`]; fan-out in the
+//! [`Registry`].
+
+use crate::access::Access;
+use crate::engine::embedded::{Embedded, Retention};
+use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use crate::error::HubError;
+use crate::metrics::Metrics;
+use crate::recovery::Replay;
+use crate::registry::Registry;
+use crate::session::Outbox;
+use jobwire_proto::codes::ErrorCode;
+use jobwire_proto::{EventInput, InputError, Job, JobId};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most events accepted in one publish call.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Hub settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Frames a connection may have queued before progress is coalesced and, failing
+    /// that, the connection is closed as a slow consumer.
+    pub outbox_capacity: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            outbox_capacity: 4096,
+        }
+    }
+}
+
+/// A create request as a transport received it.
+#[derive(Debug, Clone, Default)]
+pub struct CreateJob {
+    /// Client-chosen id; generated when absent.
+    pub id: Option<String>,
+    pub project: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// The job-progress hub.
+pub struct Hub {
+    engine: Arc<dyn Engine>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    config: HubConfig,
+}
+
+impl Hub {
+    /// A hub over an engine that fans out into `registry`.
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        config: HubConfig,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            engine,
+            registry,
+            metrics,
+            config,
+        })
+    }
+
+    /// A hub on the embedded engine in `data_dir`.
+    pub fn open_embedded(
+        data_dir: PathBuf,
+        retention: Retention,
+        config: HubConfig,
+    ) -> Result<Arc<Hub>, HubError> {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone()));
+        let engine = Embedded::open(data_dir, retention, registry.clone(), metrics.clone())?;
+        Ok(Hub::new(engine, registry, metrics, config))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.engine.is_ready()
+    }
+
+    /// Creates a job in the caller's namespace, or returns the existing one for an
+    /// identical retry.
+    pub async fn create_job(&self, access: &Access, req: CreateJob) -> Result<Created, HubError> {
+        let id = match req.id {
+            Some(id) => {
+                JobId::validate(&id)?;
+                id
+            }
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        if !access.may_use_id(&id) || !access.may_use_project(req.project.as_deref()) {
+            return Err(HubError::Forbidden);
+        }
+        self.engine
+            .create(NewJob {
+                key: access.key(&id),
+                id,
+                tenant: access.tenant.clone(),
+                project: req.project,
+                metadata: req.metadata,
+            })
+            .await
+    }
+
+    /// Checks the id and the caller's allow-lists; returns the storage key.
+    async fn visible_key(&self, access: &Access, job_id: &str) -> Result<String, HubError> {
+        JobId::validate(job_id).map_err(|_| HubError::NotFound)?;
+        if !access.may_use_id(job_id) {
+            return Err(HubError::NotFound);
+        }
+        let key = access.key(job_id);
+        if access.projects.is_some() {
+            let job = self.engine.snapshot(&key).await?;
+            if !access.may_see(&job) {
+                return Err(HubError::NotFound);
+            }
+        }
+        Ok(key)
+    }
+
+    /// Publishes events to a job atomically; returns their seqs once durable.
+    pub async fn publish(
+        &self,
+        access: &Access,
+        job_id: &str,
+        events: Vec<EventInput>,
+    ) -> Result<Vec<u64>, HubError> {
+        JobId::validate(job_id)?;
+        if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+            return Err(InputError::new(
+                ErrorCode::InvalidEvent,
+                format!("a publish carries 1 to {MAX_BATCH_EVENTS} events"),
+            )
+            .into());
+        }
+        let key = self.visible_key(access, job_id).await?;
+        let started = Instant::now();
+        let result = self.engine.publish(&key, events).await;
+        self.metrics.publish_latency.observe(started.elapsed());
+        result
+    }
+
+    /// The job's snapshot, if the caller may see it (otherwise: not found).
+    pub async fn snapshot(&self, access: &Access, job_id: &str) -> Result<Job, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        let job = self.engine.snapshot(&key).await?;
+        if access.may_see(&job) {
+            Ok(job)
+        } else {
+            Err(HubError::NotFound)
+        }
+    }
+
+    pub async fn history(
+        &self,
+        access: &Access,
+        job_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        let page = self.engine.history(&key, after, limit).await?;
+        if access.may_see(&page.job) {
+            Ok(page)
+        } else {
+            Err(HubError::NotFound)
+        }
+    }
+
+    /// Lists the caller's jobs (its namespace, narrowed by its allow-lists).
+    pub async fn list(&self, access: &Access, mut query: ListQuery) -> Result<ListPage, HubError> {
+        query.tenant.clone_from(&access.tenant);
+        let mut page = self.engine.list(query).await?;
+        page.jobs.retain(|j| access.may_see(j));
+        Ok(page)
+    }
+
+    /// A new outbound queue for one connection.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Outbox::new(self.config.outbox_capacity)
+    }
+
+    /// Starts watching `job_id` into `outbox` and returns the catch-up to send first;
+    /// [`Replay::key`] is what to pass to [`Hub::unsubscribe`] later. On error the
+    /// outbox is not registered.
+    pub async fn subscribe(
+        &self,
+        access: &Access,
+        job_id: &str,
+        outbox: &Arc<Outbox>,
+        since: Option<u64>,
+    ) -> Result<Replay, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        self.registry.add(&key, outbox);
+        if let Err(e) = self.engine.watch(&key).await {
+            self.registry.remove(&key, outbox);
+            return Err(e);
+        }
+        match Replay::start(self.engine.clone(), Arc::from(key.as_str()), since).await {
+            Ok(r) if access.may_see(&r.job) => Ok(r),
+            Ok(_) => {
+                self.unsubscribe(&key, outbox);
+                Err(HubError::NotFound)
+            }
+            Err(e) => {
+                self.unsubscribe(&key, outbox);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops watching the job stored under `key` (from [`Replay::key`]).
+    pub fn unsubscribe(&self, key: &str, outbox: &Arc<Outbox>) {
+        self.registry.remove(key, outbox);
+        self.engine.unwatch(key);
+    }
+
+    /// Finishes queued writes; later writes fail with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        self.engine.shutdown().await
+    }
+}

@@ -1,0 +1,166 @@
+//! Process-wide counters, gauges and the publish-latency histogram, rendered as
+//! Prometheus text. Plain atomics: updating a metric is one relaxed add.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Every metric jobwire exports. Owned by the hub, shared (`Arc`) with transports.
+#[derive(Default)]
+pub struct Metrics {
+    /// Open WebSocket and SSE connections.
+    pub connections: Gauge,
+    /// Job subscriptions across all connections.
+    pub subscriptions: Gauge,
+    /// Events acknowledged (durable) by the engine.
+    pub events_published: Counter,
+    /// Event frames written to clients.
+    pub events_delivered: Counter,
+    /// Progress frames dropped because a newer one superseded them in a full queue.
+    pub coalesced: Counter,
+    /// Sessions closed because their queue overflowed.
+    pub slow_consumers: Counter,
+    /// Requests refused with a client error, by any transport.
+    pub client_errors: Counter,
+    /// Connections refused by a connection limit.
+    pub limit_rejections: Counter,
+    /// Publish call latency, including the durable commit.
+    pub publish_latency: Histogram,
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauges = [
+            (
+                "jobwire_connections",
+                "Open WebSocket and SSE connections.",
+                self.connections.get(),
+            ),
+            (
+                "jobwire_subscriptions",
+                "Job subscriptions across all connections.",
+                self.subscriptions.get(),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let counters = [
+            (
+                "jobwire_events_published_total",
+                "Events acknowledged (durable).",
+                &self.events_published,
+            ),
+            (
+                "jobwire_events_delivered_total",
+                "Event frames written to clients.",
+                &self.events_delivered,
+            ),
+            (
+                "jobwire_events_coalesced_total",
+                "Progress frames superseded in a full client queue.",
+                &self.coalesced,
+            ),
+            (
+                "jobwire_slow_consumer_closes_total",
+                "Connections closed because they read too slowly.",
+                &self.slow_consumers,
+            ),
+            (
+                "jobwire_client_errors_total",
+                "Requests and frames refused with a client error.",
+                &self.client_errors,
+            ),
+            (
+                "jobwire_limit_rejections_total",
+                "Connections refused by a connection limit.",
+                &self.limit_rejections,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
+        }
+        self.publish_latency.render(
+            "jobwire_publish_duration_seconds",
+            "Publish latency including the durable commit.",
+            &mut out,
+        );
+        out
+    }
+}

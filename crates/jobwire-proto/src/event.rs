@@ -1,0 +1,447 @@
+//! Events. Workers send [`EventInput`]s (an event without the server-assigned fields);
+//! the server turns each accepted input into an [`Event`] with a per-job `seq`, a
+//! `timestamp` and the job's `status` after the event, serializes it once, stores
+//! those bytes and sends the same bytes to every watcher.
+
+use crate::codes::ErrorCode;
+use crate::job::JobStatus;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// Longest accepted `event_id` idempotency key.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// A refused input: a code from the table and a message for the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct InputError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl InputError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        InputError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a publisher sends for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInput {
+    pub body: InputBody,
+    /// Idempotency key: a retry with the same key returns the original `seq`.
+    pub event_id: Option<String>,
+    /// Shallow-merged into the job's metadata.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// The type-specific part of an [`EventInput`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputBody {
+    Status {
+        status: JobStatus,
+        message: Option<String>,
+    },
+    Progress {
+        progress: f64,
+        stage: Option<String>,
+        message: Option<String>,
+    },
+    Step {
+        step: String,
+        label: Option<String>,
+        message: Option<String>,
+    },
+    Log {
+        line: String,
+        level: Option<String>,
+    },
+    Completed {
+        result: Option<Value>,
+        message: Option<String>,
+    },
+    Failed {
+        error: String,
+        message: Option<String>,
+    },
+    Cancelled {
+        reason: Option<String>,
+    },
+    Custom {
+        name: String,
+        data: Option<Value>,
+    },
+}
+
+/// Serde's view of an input: strict (unknown fields are refused) so typos surface.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawInput {
+    Status {
+        status: JobStatus,
+        message: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Progress {
+        progress: f64,
+        stage: Option<String>,
+        message: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Step {
+        step: String,
+        label: Option<String>,
+        message: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Log {
+        line: String,
+        level: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Completed {
+        result: Option<Value>,
+        message: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Failed {
+        error: String,
+        message: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Cancelled {
+        reason: Option<String>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Custom {
+        name: String,
+        data: Option<Value>,
+        event_id: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+}
+
+impl EventInput {
+    /// Parses and checks one input event (types, ranges, lengths). State-machine
+    /// checks happen later, against the job ([`crate::Job::check`]).
+    pub fn from_value(value: Value) -> Result<EventInput, InputError> {
+        if let Some(t) = value.get("type").and_then(Value::as_str) {
+            if t == "created" {
+                return Err(InputError::new(
+                    ErrorCode::InvalidEvent,
+                    "`created` is emitted by the server; create jobs with POST /v1/jobs",
+                ));
+            }
+        }
+        let raw: RawInput = serde_json::from_value(value)
+            .map_err(|e| InputError::new(ErrorCode::InvalidEvent, e.to_string()))?;
+        let (body, event_id, metadata) = match raw {
+            RawInput::Status {
+                status,
+                message,
+                event_id,
+                metadata,
+            } => (InputBody::Status { status, message }, event_id, metadata),
+            RawInput::Progress {
+                progress,
+                stage,
+                message,
+                event_id,
+                metadata,
+            } => {
+                if !(0.0..=100.0).contains(&progress) {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidEvent,
+                        "progress must be a number from 0 to 100",
+                    ));
+                }
+                let body = InputBody::Progress {
+                    progress,
+                    stage,
+                    message,
+                };
+                (body, event_id, metadata)
+            }
+            RawInput::Step {
+                step,
+                label,
+                message,
+                event_id,
+                metadata,
+            } => {
+                non_empty("step", &step)?;
+                let body = InputBody::Step {
+                    step,
+                    label,
+                    message,
+                };
+                (body, event_id, metadata)
+            }
+            RawInput::Log {
+                line,
+                level,
+                event_id,
+                metadata,
+            } => (InputBody::Log { line, level }, event_id, metadata),
+            RawInput::Completed {
+                result,
+                message,
+                event_id,
+                metadata,
+            } => (InputBody::Completed { result, message }, event_id, metadata),
+            RawInput::Failed {
+                error,
+                message,
+                event_id,
+                metadata,
+            } => {
+                non_empty("error", &error)?;
+                (InputBody::Failed { error, message }, event_id, metadata)
+            }
+            RawInput::Cancelled {
+                reason,
+                event_id,
+                metadata,
+            } => (InputBody::Cancelled { reason }, event_id, metadata),
+            RawInput::Custom {
+                name,
+                data,
+                event_id,
+                metadata,
+            } => {
+                non_empty("name", &name)?;
+                (InputBody::Custom { name, data }, event_id, metadata)
+            }
+        };
+        if let Some(id) = &event_id {
+            let printable = id.bytes().all(|b| b.is_ascii_graphic());
+            if id.is_empty() || id.len() > MAX_EVENT_ID_LEN || !printable {
+                return Err(InputError::new(
+                    ErrorCode::InvalidEvent,
+                    "event_id must be 1-128 printable ASCII characters",
+                ));
+            }
+        }
+        Ok(EventInput {
+            body,
+            event_id,
+            metadata,
+        })
+    }
+
+    /// The wire body this input becomes once accepted.
+    pub fn into_body(self) -> (EventBody, Option<String>, Option<Map<String, Value>>) {
+        let body = match self.body {
+            InputBody::Status { message, .. } => EventBody::Status { message },
+            InputBody::Progress {
+                progress,
+                stage,
+                message,
+            } => EventBody::Progress {
+                progress,
+                stage,
+                message,
+            },
+            InputBody::Step {
+                step,
+                label,
+                message,
+            } => EventBody::Step {
+                step,
+                label,
+                message,
+            },
+            InputBody::Log { line, level } => EventBody::Log { line, level },
+            InputBody::Completed { result, message } => EventBody::Completed { result, message },
+            InputBody::Failed { error, message } => EventBody::Failed { error, message },
+            InputBody::Cancelled { reason } => EventBody::Cancelled { reason },
+            InputBody::Custom { name, data } => EventBody::Custom { name, data },
+        };
+        (body, self.event_id, self.metadata)
+    }
+}
+
+fn non_empty(field: &'static str, v: &str) -> Result<(), InputError> {
+    if v.is_empty() {
+        Err(InputError::new(
+            ErrorCode::InvalidEvent,
+            format!("`{field}` must not be empty"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The type-specific fields of a stored/wire event. A `status` event's new status is
+/// the event's common `status` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Created {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+    },
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Progress {
+        progress: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Step {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Log {
+        line: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<String>,
+    },
+    Completed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    Cancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Custom {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+    },
+}
+
+impl EventBody {
+    /// The wire `type` of this event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::Created { .. } => "created",
+            EventBody::Status { .. } => "status",
+            EventBody::Progress { .. } => "progress",
+            EventBody::Step { .. } => "step",
+            EventBody::Log { .. } => "log",
+            EventBody::Completed { .. } => "completed",
+            EventBody::Failed { .. } => "failed",
+            EventBody::Cancelled { .. } => "cancelled",
+            EventBody::Custom { .. } => "custom",
+        }
+    }
+
+    /// Progress events are the only ones a slow consumer may have coalesced.
+    pub fn is_progress(&self) -> bool {
+        matches!(self, EventBody::Progress { .. })
+    }
+}
+
+/// One event as stored and sent: `{"type":…,"job_id":…,"seq":…,"timestamp":…,
+/// "status":…, …type fields}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub body: EventBody,
+    pub job_id: String,
+    pub seq: u64,
+    pub timestamp: Timestamp,
+    /// The job's status after this event.
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<EventInput, InputError> {
+        EventInput::from_value(v)
+    }
+
+    #[test]
+    fn accepts_every_documented_type() {
+        for v in [
+            json!({"type":"status","status":"queued"}),
+            json!({"type":"progress","progress":45.5,"stage":"render","message":"frame 900/2000","metadata":{"fps":30}}),
+            json!({"type":"step","step":"synthesis","label":"Synthesis"}),
+            json!({"type":"log","line":"hello"}),
+            json!({"type":"completed","result":{"url":"x"}}),
+            json!({"type":"failed","error":"boom"}),
+            json!({"type":"cancelled"}),
+            json!({"type":"custom","name":"rc_analysis_progress","data":{"a":1},"event_id":"k1"}),
+        ] {
+            assert!(parse(v.clone()).is_ok(), "{v}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_inputs_with_invalid_event() {
+        for v in [
+            json!({"type":"progress","progress":101}),
+            json!({"type":"progress","progress":-1}),
+            json!({"type":"progress","progress":"50"}),
+            json!({"type":"teleport"}),
+            json!({"progress":5}),
+            json!({"type":"log"}),
+            json!({"type":"log","line":"x","colour":"red"}),
+            json!({"type":"created"}),
+            json!({"type":"failed","error":""}),
+            json!({"type":"status","status":"sleeping"}),
+            json!({"type":"custom","name":"x","event_id":""}),
+        ] {
+            let err = parse(v.clone()).err();
+            assert_eq!(err.map(|e| e.code), Some(ErrorCode::InvalidEvent), "{v}");
+        }
+    }
+
+    #[test]
+    fn wire_event_round_trips_and_carries_common_fields() {
+        let ev = Event {
+            body: EventBody::Status {
+                message: Some("m".into()),
+            },
+            job_id: "j".into(),
+            seq: 3,
+            timestamp: Timestamp(1_790_000_000_000),
+            status: JobStatus::Queued,
+            event_id: None,
+            metadata: None,
+        };
+        let text = serde_json::to_string(&ev).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["type"], "status");
+        assert_eq!(v["status"], "queued");
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["job_id"], "j");
+        let back: Event = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, ev);
+    }
+}

@@ -1,0 +1,67 @@
+//! WebSocket frames. Event frames are [`crate::Event`]s (they carry `seq`); everything
+//! else the server sends is a [`ServerFrame`]; clients send [`ClientFrame`]s.
+
+use crate::codes::ErrorCode;
+use crate::job::Job;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Watch a job; `since` = the last seq the client has (absent: snapshot then live).
+    Subscribe {
+        job_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// Stop watching a job.
+    Unsubscribe { job_id: String },
+    /// Answered with `pong`.
+    Ping {},
+    /// A fresh token for the same tenant, before the current one expires.
+    Auth { token: String },
+}
+
+/// The client frame types the server understands.
+pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "auth"];
+
+/// Control frames the server sends (events are sent as [`crate::Event`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame of every subscription: the job as of `seq`.
+    Snapshot {
+        job_id: String,
+        seq: u64,
+        job: Box<Job>,
+    },
+    /// The requested `since` is older than the kept history: events from
+    /// `history_start` follow; the ones before it are gone (the snapshot is whole).
+    HistoryTruncated {
+        job_id: String,
+        since: u64,
+        history_start: u64,
+    },
+    /// Reply to `unsubscribe`.
+    Unsubscribed { job_id: String },
+    /// Reply to `auth`: the new token is in force until `expires_at` (Unix seconds).
+    Authenticated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    /// Reply to `ping`.
+    Pong { timestamp: Timestamp },
+    /// Sent every heartbeat interval.
+    Heartbeat { timestamp: Timestamp },
+    /// A refused request; the connection stays open unless a close follows.
+    Error {
+        code: ErrorCode,
+        /// The code's stable number (see [`ErrorCode::number`]).
+        number: u16,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_id: Option<String>,
+    },
+}

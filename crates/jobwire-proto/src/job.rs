@@ -1,0 +1,398 @@
+//! Jobs: id rules, the status state machine and the job snapshot, which is the fold
+//! of a job's events ([`Job::apply`]). [`Job::check`] says whether an input event may
+//! be applied, without changing anything.
+
+use crate::codes::ErrorCode;
+use crate::event::{Event, EventBody, EventInput, InputBody, InputError};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest accepted job id.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// Log lines kept inline in a snapshot; older lines stay in the event history.
+pub const SNAPSHOT_LOG_LINES: usize = 50;
+/// Longest inline copy of a log line in a snapshot (the full line stays in the
+/// event history). Keeps snapshots small: they are rewritten on every commit.
+pub const SNAPSHOT_LOG_LINE_BYTES: usize = 2048;
+
+/// Job ids are 1-128 characters of `[A-Za-z0-9._:-]`.
+pub struct JobId;
+
+impl JobId {
+    /// Checks a client-chosen job id.
+    pub fn validate(id: &str) -> Result<(), InputError> {
+        let ok = !id.is_empty()
+            && id.len() <= MAX_JOB_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(())
+        } else {
+            Err(InputError::new(
+                ErrorCode::InvalidJobId,
+                "job id must be 1-128 characters of [A-Za-z0-9._:-]",
+            ))
+        }
+    }
+}
+
+/// The status of a job. `pending -> queued -> in_progress -> completed | failed |
+/// cancelled`; `pending` may go straight to `in_progress`; any non-terminal status may
+/// go to `failed` or `cancelled`; terminal statuses are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    #[default]
+    Pending,
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Queued,
+        JobStatus::InProgress,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// Completed, failed and cancelled are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// Whether the state machine allows `self -> to`.
+    pub fn can_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        match (self, to) {
+            (Pending, Queued) | (Pending, InProgress) | (Queued, InProgress) => true,
+            (InProgress, Completed) => true,
+            (from, Failed | Cancelled) => !from.is_terminal(),
+            _ => false,
+        }
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Queued => "queued",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a snake_case name.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// The step a job is in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// One log line kept inline in the snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub timestamp: Timestamp,
+    pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+/// A job's current state: the fold of its events up to `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Owner tenant; set by the auth layer (a later protocol addition), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub status: JobStatus,
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepInfo>,
+    #[serde(default)]
+    pub completed_steps: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last [`SNAPSHOT_LOG_LINES`] log lines.
+    #[serde(default)]
+    pub logs: Vec<LogLine>,
+    /// How many log lines the job has had in all.
+    #[serde(default)]
+    pub log_count: u64,
+    /// Sequence number of the last event folded into this snapshot.
+    pub seq: u64,
+    /// Oldest sequence number still kept in history (1 until retention trims it).
+    pub history_start: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Job {
+    /// A new job in `pending`, before its `created` event is applied.
+    pub fn new(id: String, project: Option<String>, now: Timestamp) -> Job {
+        Job {
+            id,
+            project,
+            tenant: None,
+            status: JobStatus::Pending,
+            progress: 0.0,
+            stage: None,
+            step: None,
+            completed_steps: Vec::new(),
+            message: None,
+            metadata: Map::new(),
+            result: None,
+            error: None,
+            logs: Vec::new(),
+            log_count: 0,
+            seq: 0,
+            history_start: 1,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Checks `input` against the state machine and returns the status the job has
+    /// after it. Changes nothing.
+    pub fn check(&self, input: &EventInput) -> Result<JobStatus, InputError> {
+        let from = self.status;
+        if from.is_terminal() {
+            return Err(InputError::new(
+                ErrorCode::JobTerminal,
+                format!("job is {}; it accepts no more events", from.as_str()),
+            ));
+        }
+        let to = match &input.body {
+            InputBody::Status { status, .. } => {
+                if status.is_terminal() {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidEvent,
+                        format!(
+                            "status `{}` is set by a `{}` event, not a `status` event",
+                            status.as_str(),
+                            status.as_str()
+                        ),
+                    ));
+                }
+                *status
+            }
+            // Progress and steps imply the job has started.
+            InputBody::Progress { .. } | InputBody::Step { .. } => match from {
+                JobStatus::Pending | JobStatus::Queued => JobStatus::InProgress,
+                other => other,
+            },
+            InputBody::Log { .. } | InputBody::Custom { .. } => from,
+            InputBody::Completed { .. } => JobStatus::Completed,
+            InputBody::Failed { .. } => JobStatus::Failed,
+            InputBody::Cancelled { .. } => JobStatus::Cancelled,
+        };
+        if to != from && !from.can_become(to) {
+            return Err(InputError::new(
+                ErrorCode::InvalidTransition,
+                format!("cannot go from {} to {}", from.as_str(), to.as_str()),
+            ));
+        }
+        if to == from && matches!(input.body, InputBody::Status { .. }) {
+            return Err(InputError::new(
+                ErrorCode::InvalidTransition,
+                format!("job is already {}", from.as_str()),
+            ));
+        }
+        Ok(to)
+    }
+
+    /// Folds one event into the snapshot.
+    pub fn apply(&mut self, ev: &Event) {
+        self.seq = ev.seq;
+        self.updated_at = ev.timestamp;
+        self.status = ev.status;
+        if let Some(meta) = &ev.metadata {
+            for (k, v) in meta {
+                self.metadata.insert(k.clone(), v.clone());
+            }
+        }
+        match &ev.body {
+            EventBody::Created { project } => {
+                self.project.clone_from(project);
+                self.created_at = ev.timestamp;
+            }
+            EventBody::Status { message } => set_if(&mut self.message, message),
+            EventBody::Progress {
+                progress,
+                stage,
+                message,
+            } => {
+                self.progress = *progress;
+                set_if(&mut self.stage, stage);
+                set_if(&mut self.message, message);
+            }
+            EventBody::Step {
+                step,
+                label,
+                message,
+            } => {
+                if let Some(prev) = self.step.take() {
+                    if prev.step != *step && !self.completed_steps.contains(&prev.step) {
+                        self.completed_steps.push(prev.step);
+                    }
+                }
+                self.step = Some(StepInfo {
+                    step: step.clone(),
+                    label: label.clone(),
+                });
+                set_if(&mut self.message, message);
+            }
+            EventBody::Log { line, level } => {
+                self.log_count += 1;
+                if self.logs.len() >= SNAPSHOT_LOG_LINES {
+                    self.logs.remove(0);
+                }
+                self.logs.push(LogLine {
+                    seq: ev.seq,
+                    timestamp: ev.timestamp,
+                    line: clip(line, SNAPSHOT_LOG_LINE_BYTES),
+                    level: level.clone(),
+                });
+            }
+            EventBody::Completed { result, message } => {
+                self.progress = 100.0;
+                if let Some(step) = &self.step {
+                    if !self.completed_steps.contains(&step.step) {
+                        self.completed_steps.push(step.step.clone());
+                    }
+                }
+                self.result.clone_from(result);
+                set_if(&mut self.message, message);
+                self.finished_at = Some(ev.timestamp);
+            }
+            EventBody::Failed { error, message } => {
+                self.error = Some(error.clone());
+                set_if(&mut self.message, message);
+                self.finished_at = Some(ev.timestamp);
+            }
+            EventBody::Cancelled { reason } => {
+                set_if(&mut self.message, reason);
+                self.finished_at = Some(ev.timestamp);
+            }
+            EventBody::Custom { .. } => {}
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn set_if(slot: &mut Option<String>, value: &Option<String>) {
+    if let Some(v) = value {
+        *slot = Some(v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn state_machine_allows_exactly_the_documented_edges() {
+        let allowed = [
+            (Pending, Queued),
+            (Pending, InProgress),
+            (Queued, InProgress),
+            (InProgress, Completed),
+            (Pending, Failed),
+            (Queued, Failed),
+            (InProgress, Failed),
+            (Pending, Cancelled),
+            (Queued, Cancelled),
+            (InProgress, Cancelled),
+        ];
+        for from in JobStatus::ALL {
+            for to in JobStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_logs_are_bounded_in_count_and_size() {
+        let mut job = Job::new("j".into(), None, Timestamp(0));
+        for seq in 1..=(SNAPSHOT_LOG_LINES as u64 + 5) {
+            let ev = Event {
+                body: EventBody::Log {
+                    line: "é".repeat(SNAPSHOT_LOG_LINE_BYTES),
+                    level: None,
+                },
+                job_id: "j".into(),
+                seq,
+                timestamp: Timestamp(seq),
+                status: JobStatus::Pending,
+                event_id: None,
+                metadata: None,
+            };
+            job.apply(&ev);
+        }
+        assert_eq!(job.logs.len(), SNAPSHOT_LOG_LINES);
+        assert_eq!(job.log_count, SNAPSHOT_LOG_LINES as u64 + 5);
+        assert_eq!(job.logs[0].seq, 6);
+        assert!(job.logs[0].line.len() <= SNAPSHOT_LOG_LINE_BYTES + '…'.len_utf8());
+        assert!(job.logs[0].line.ends_with('…'));
+    }
+
+    #[test]
+    fn job_ids_are_checked() {
+        assert!(JobId::validate("render-42:a.b_c").is_ok());
+        assert!(JobId::validate("").is_err());
+        assert!(JobId::validate("has space").is_err());
+        assert!(JobId::validate("slash/no").is_err());
+        assert!(JobId::validate(&"x".repeat(129)).is_err());
+        assert!(JobId::validate(&"x".repeat(128)).is_ok());
+    }
+}

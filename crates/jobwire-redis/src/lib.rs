@@ -1,0 +1,555 @@
+//! The Redis engine: many jobwire instances sharing one Redis act as one hub.
+//!
+//! State lives in Redis (per job: a hash with the snapshot and seq, a capped stream
+//! of events keyed by seq, a hash of idempotency keys; plus an index and an expiry
+//! set). Writes are compare-and-set Lua scripts: the state machine runs in Rust
+//! (`jobwire_core::engine::apply`, shared with the embedded engine) against the
+//! snapshot at seq S, and the script appends, updates the snapshot and publishes
+//! only if the job is still at S, so two instances never produce duplicate, missing
+//! or out-of-order seqs. "Acknowledged" means the script ran on the Redis primary;
+//! how durable that is depends on Redis persistence (docs/operations.md).
+//!
+//! Fan-out: one pub/sub connection per instance ([`subscriber`]), one channel per job
+//! with local watchers, reference-counted; missed messages (reconnects, gaps) are
+//! read back from the stream by seq.
+//!
+//! # Layout
+//! - [`keys`]: key and channel names.
+//! - [`subscriber`]: the pub/sub task, gap filling and resync after reconnects.
+//! - `scripts/*.lua`: create, publish (CAS), history read, retention sweep.
+
+mod keys;
+mod subscriber;
+
+use bytes::Bytes;
+use jobwire_core::engine::apply::{self, ApplyError};
+use jobwire_core::engine::embedded::Retention;
+use jobwire_core::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use jobwire_core::metrics::Metrics;
+use jobwire_core::registry::Registry;
+use jobwire_core::session::EventKind;
+use jobwire_core::HubError;
+use jobwire_proto::{EventInput, Job, Timestamp};
+use keys::Keys;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Compare-and-set attempts before a publish gives up (only under heavy contention
+/// on one job from many instances).
+const MAX_CAS_ATTEMPTS: usize = 64;
+/// Events read per stream range request.
+pub(crate) const RANGE_PAGE: usize = 500;
+
+/// Redis engine settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db` (TLS `rediss://` needs a TLS build, see docs).
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    pub retention: Retention,
+    /// Connect and per-command timeout; past it a publish fails with 503.
+    pub command_timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: "jobwire:".into(),
+            retention: Retention::default(),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Scripts {
+    create: Script,
+    publish: Script,
+    history: Script,
+    sweep: Script,
+}
+
+/// The Redis engine.
+pub struct RedisEngine {
+    conn: ConnectionManager,
+    keys: Keys,
+    retention: Retention,
+    scripts: Scripts,
+    watcher: subscriber::Handle,
+    metrics: Arc<Metrics>,
+    /// False after a failed command, until one succeeds (drives /readyz).
+    commands_ok: AtomicBool,
+    closing: AtomicBool,
+}
+
+fn storage(e: impl std::fmt::Display) -> HubError {
+    HubError::Storage(e.to_string())
+}
+
+/// Kind marker used in streams and channel payloads.
+pub(crate) fn kind_char(k: EventKind) -> &'static str {
+    match k {
+        EventKind::Progress => "p",
+        EventKind::Terminal => "t",
+        EventKind::Other => "o",
+    }
+}
+
+pub(crate) fn kind_from(b: &[u8]) -> EventKind {
+    match b {
+        b"p" => EventKind::Progress,
+        b"t" => EventKind::Terminal,
+        _ => EventKind::Other,
+    }
+}
+
+/// Parses XRANGE output: `[[id, [k, kind, e, json]], …]` into `(seq, kind, json)`.
+pub(crate) fn parse_entries(v: Value) -> Vec<(u64, EventKind, Bytes)> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let fields = parts.pop();
+        let id = parts.pop();
+        let seq = match id {
+            Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok()),
+            _ => None,
+        };
+        let Some(seq) = seq else { continue };
+        let Some(Value::Array(fields)) = fields else {
+            continue;
+        };
+        let mut kind = EventKind::Other;
+        let mut json = None;
+        for pair in fields.chunks(2) {
+            if let [Value::BulkString(k), Value::BulkString(v)] = pair {
+                match k.as_slice() {
+                    b"k" => kind = kind_from(v),
+                    b"e" => json = Some(Bytes::copy_from_slice(v)),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(json) = json {
+            out.push((seq, kind, json));
+        }
+    }
+    out
+}
+
+impl RedisEngine {
+    /// Connects (failing fast if Redis is unreachable now), starts the pub/sub task
+    /// and, inside a tokio runtime, the retention sweeper.
+    pub async fn connect(
+        config: RedisConfig,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<RedisEngine>, HubError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(storage)?;
+        let cm = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(1);
+        let conn = client
+            .get_connection_manager_with_config(cm)
+            .await
+            .map_err(storage)?;
+        let keys = Keys::new(&config.prefix);
+        let watcher = subscriber::spawn(
+            client,
+            conn.clone(),
+            keys.clone(),
+            registry,
+            config.command_timeout,
+        );
+        if !watcher.wait_connected(config.command_timeout).await {
+            watcher.stop();
+            return Err(storage("could not open the Redis pub/sub connection"));
+        }
+        let engine = Arc::new(RedisEngine {
+            conn,
+            keys,
+            retention: config.retention,
+            scripts: Scripts {
+                create: Script::new(include_str!("scripts/create.lua")),
+                publish: Script::new(include_str!("scripts/publish.lua")),
+                history: Script::new(include_str!("scripts/history.lua")),
+                sweep: Script::new(include_str!("scripts/sweep.lua")),
+            },
+            watcher,
+            metrics,
+            commands_ok: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&engine);
+        let every = config.retention.sweep_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { break };
+                if engine.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Err(e) = engine.sweep().await {
+                    tracing::warn!(error = %e, "retention sweep failed");
+                }
+            }
+        });
+        Ok(engine)
+    }
+
+    /// Records whether a Redis command worked (readiness) and maps its error.
+    fn track<T>(&self, r: redis::RedisResult<T>) -> Result<T, HubError> {
+        match r {
+            Ok(v) => {
+                self.commands_ok.store(true, Ordering::Release);
+                Ok(v)
+            }
+            Err(e) => {
+                self.commands_ok.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "redis command failed");
+                Err(storage(e))
+            }
+        }
+    }
+
+    fn writable(&self) -> Result<(), HubError> {
+        if self.closing.load(Ordering::Acquire) {
+            Err(HubError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Deletes finished jobs past their TTL (any instance may run it).
+    pub async fn sweep(&self) -> Result<u64, HubError> {
+        let mut conn = self.conn.clone();
+        let r = self
+            .scripts
+            .sweep
+            .key(self.keys.expiry())
+            .key(self.keys.index())
+            .arg(Timestamp::now().as_millis())
+            .arg(self.keys.prefix())
+            .invoke_async(&mut conn)
+            .await;
+        self.track(r)
+    }
+
+    async fn create_job(&self, new: NewJob) -> Result<Created, HubError> {
+        self.writable()?;
+        let fingerprint = apply::create_fingerprint(&new.project, &new.metadata);
+        let (job, created) = apply::create_job(&new, Timestamp::now())?;
+        let snap = serde_json::to_vec(&job).map_err(storage)?;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Value> = self
+            .scripts
+            .create
+            .key(self.keys.job(&new.key))
+            .key(self.keys.events(&new.key))
+            .key(self.keys.index())
+            .arg(snap)
+            .arg(fingerprint.as_slice())
+            .arg(created.bytes.as_ref())
+            .arg(self.keys.channel(&new.key))
+            .arg(&new.key)
+            .invoke_async(&mut conn)
+            .await;
+        let Value::Array(parts) = self.track(r)? else {
+            return Err(storage("unexpected reply from the create script"));
+        };
+        match parts.as_slice() {
+            [Value::Int(1)] => {
+                self.metrics.events_published.inc();
+                Ok(Created { job, created: true })
+            }
+            [Value::Int(0), Value::BulkString(existing), stored] => {
+                let same = matches!(stored, Value::BulkString(f) if *f == fingerprint);
+                if !same {
+                    return Err(HubError::JobExists);
+                }
+                let job = serde_json::from_slice(existing).map_err(storage)?;
+                Ok(Created {
+                    job,
+                    created: false,
+                })
+            }
+            _ => Err(storage("unexpected reply from the create script")),
+        }
+    }
+
+    async fn publish_events(
+        &self,
+        job_id: &str,
+        inputs: Vec<EventInput>,
+    ) -> Result<Vec<u64>, HubError> {
+        self.writable()?;
+        let job_key = self.keys.job(job_id);
+        let idem_key = self.keys.idem(job_id);
+        let eids: Vec<String> = inputs.iter().filter_map(|i| i.event_id.clone()).collect();
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let mut conn = self.conn.clone();
+            let (snap, stored): (Option<Vec<u8>>, Vec<Option<u64>>) = if eids.is_empty() {
+                let r = redis::cmd("HGET")
+                    .arg(&job_key)
+                    .arg("snap")
+                    .query_async(&mut conn)
+                    .await;
+                (self.track(r)?, Vec::new())
+            } else {
+                let r = redis::pipe()
+                    .cmd("HGET")
+                    .arg(&job_key)
+                    .arg("snap")
+                    .cmd("HMGET")
+                    .arg(&idem_key)
+                    .arg(&eids)
+                    .query_async(&mut conn)
+                    .await;
+                self.track(r)?
+            };
+            let snap = snap.ok_or(HubError::NotFound)?;
+            let mut job: Job = serde_json::from_slice(&snap).map_err(storage)?;
+            let expected = job.seq;
+            let known: HashMap<&str, u64> = eids
+                .iter()
+                .zip(stored)
+                .filter_map(|(e, s)| s.map(|s| (e.as_str(), s)))
+                .collect();
+            let now = Timestamp::now();
+            let applied = apply::apply_inputs(&mut job, job_id, inputs.clone(), now, |eid| {
+                Ok::<_, Infallible>(known.get(eid).copied())
+            })
+            .map_err(|e| match e {
+                ApplyError::Refuse(e) => e,
+                ApplyError::Lookup(never) => match never {},
+            })?;
+            if applied.events.is_empty() {
+                return Ok(applied.seqs);
+            }
+            apply::trim_history(&mut job, self.retention.max_events_per_job);
+            let expire_at = if job.status.is_terminal() {
+                now.plus(self.retention.terminal_ttl)
+                    .as_millis()
+                    .to_string()
+            } else {
+                String::new()
+            };
+            let snap = serde_json::to_vec(&job).map_err(storage)?;
+            let mut inv = self.scripts.publish.prepare_invoke();
+            inv.key(&job_key)
+                .key(self.keys.events(job_id))
+                .key(&idem_key)
+                .key(self.keys.expiry())
+                .arg(expected)
+                .arg(job.seq)
+                .arg(snap)
+                .arg(self.keys.channel(job_id))
+                .arg(self.retention.max_events_per_job.max(1))
+                .arg(expire_at)
+                .arg(job_id)
+                .arg(applied.events.len());
+            for e in &applied.events {
+                inv.arg(e.published.seq)
+                    .arg(kind_char(e.published.kind))
+                    .arg(e.published.bytes.as_ref())
+                    .arg(e.event_id.as_deref().unwrap_or(""));
+            }
+            let r: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
+            match self.track(r)? {
+                1 => {
+                    self.metrics
+                        .events_published
+                        .add(applied.events.len() as u64);
+                    return Ok(applied.seqs);
+                }
+                0 => continue, // another writer got there first: re-read and re-check
+                _ => return Err(HubError::NotFound),
+            }
+        }
+        Err(storage("too much write contention on this job; retry"))
+    }
+
+    async fn read_history(
+        &self,
+        job_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Value> = self
+            .scripts
+            .history
+            .key(self.keys.job(job_id))
+            .key(self.keys.events(job_id))
+            .arg(after.saturating_add(1))
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await;
+        let v = self.track(r)?;
+        let Value::Array(mut parts) = v else {
+            return Err(HubError::NotFound);
+        };
+        let entries = parts.pop().unwrap_or(Value::Nil);
+        let Some(Value::BulkString(snap)) = parts.pop() else {
+            return Err(HubError::NotFound);
+        };
+        let job: Job = serde_json::from_slice(&snap).map_err(storage)?;
+        let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
+        let events: Vec<(u64, Bytes)> = parse_entries(entries)
+            .into_iter()
+            .filter(|(seq, _, _)| *seq <= job.seq)
+            .map(|(seq, _, json)| (seq, json))
+            .collect();
+        let last_seq = events.last().map_or(after, |(s, _)| *s);
+        Ok(HistoryPage {
+            job,
+            events,
+            last_seq,
+            truncated,
+        })
+    }
+
+    async fn read_snapshot(&self, job_id: &str) -> Result<Job, HubError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("HGET")
+            .arg(self.keys.job(job_id))
+            .arg("snap")
+            .query_async(&mut conn)
+            .await;
+        let snap = self.track(r)?.ok_or(HubError::NotFound)?;
+        serde_json::from_slice(&snap).map_err(storage)
+    }
+
+    async fn read_list(&self, q: ListQuery) -> Result<ListPage, HubError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        // A tenant's keys are `<tenant>/<id>`: one lexical range of the index.
+        let prefix = q
+            .tenant
+            .as_ref()
+            .map(|t| format!("{t}/"))
+            .unwrap_or_default();
+        let mut cursor = match &q.after {
+            Some(a) => format!("({prefix}{a}"),
+            None if prefix.is_empty() => "-".to_owned(),
+            None => format!("[{prefix}"),
+        };
+        loop {
+            let r: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGEBYLEX")
+                .arg(self.keys.index())
+                .arg(&cursor)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(RANGE_PAGE)
+                .query_async(&mut conn)
+                .await;
+            let ids = self.track(r)?;
+            if ids.is_empty() {
+                return Ok(ListPage {
+                    jobs: out,
+                    next: None,
+                });
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(self.keys.job(id)).arg("snap");
+            }
+            let r: redis::RedisResult<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await;
+            let snaps = self.track(r)?;
+            for snap in snaps.into_iter().flatten() {
+                let job: Job = serde_json::from_slice(&snap).map_err(storage)?;
+                if q.status.is_some_and(|s| s != job.status) {
+                    continue;
+                }
+                if q.project.is_some() && q.project != job.project {
+                    continue;
+                }
+                if out.len() == q.limit {
+                    let next = out.last().map(|j: &Job| j.id.clone());
+                    return Ok(ListPage { jobs: out, next });
+                }
+                out.push(job);
+            }
+            match ids.last() {
+                Some(last) if ids.len() == RANGE_PAGE => cursor = format!("({last}"),
+                _ => {
+                    return Ok(ListPage {
+                        jobs: out,
+                        next: None,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    fn create(&self, job: NewJob) -> BoxFuture<'_, Result<Created, HubError>> {
+        Box::pin(self.create_job(job))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        job_id: &'a str,
+        events: Vec<EventInput>,
+    ) -> BoxFuture<'a, Result<Vec<u64>, HubError>> {
+        Box::pin(self.publish_events(job_id, events))
+    }
+
+    fn history<'a>(
+        &'a self,
+        job_id: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HistoryPage, HubError>> {
+        Box::pin(self.read_history(job_id, after, limit))
+    }
+
+    fn snapshot<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Job, HubError>> {
+        Box::pin(self.read_snapshot(job_id))
+    }
+
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>> {
+        Box::pin(self.read_list(query))
+    }
+
+    fn watch<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(self.watcher.watch(job_id))
+    }
+
+    fn unwatch(&self, job_id: &str) {
+        self.watcher.unwatch(job_id)
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.closing.load(Ordering::Acquire)
+            && self.commands_ok.load(Ordering::Acquire)
+            && self.watcher.is_healthy()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.closing.store(true, Ordering::Release);
+            self.watcher.stop();
+        })
+    }
+}

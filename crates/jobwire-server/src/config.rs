@@ -1,0 +1,39 @@
+//! Server settings with their defaults; the binary fills them from flags/env.
+
+use std::time::Duration;
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How often sessions get a heartbeat frame and a WebSocket ping.
+    pub heartbeat_interval: Duration,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed (4000).
+    pub idle_timeout: Duration,
+    /// Largest client WebSocket frame handled; bigger ones get `payload_too_large`.
+    pub max_frame_bytes: usize,
+    /// Hard WebSocket message limit; beyond it the connection is closed with 1009.
+    pub max_message_bytes: usize,
+    /// Largest HTTP request body (`payload_too_large`, 413).
+    pub max_body_bytes: usize,
+    /// Jobs one WebSocket may watch at once (`too_many_subscriptions`).
+    pub max_subscriptions: usize,
+    /// SSE keep-alive comment interval.
+    pub sse_keepalive: Duration,
+    /// How long shutdown waits for sessions to drain.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            max_frame_bytes: 64 * 1024,
+            max_message_bytes: 1024 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_subscriptions: 1000,
+            sse_keepalive: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

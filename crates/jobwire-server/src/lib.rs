@@ -1,0 +1,114 @@
+//! jobwire's HTTP face: axum routes for the `/v1` API, WebSocket and SSE transports,
+//! health and metrics. No business logic: everything goes through
+//! [`jobwire_core::Hub`].
+//!
+//! # Layout
+//! - [`app`] builds the router; [`run`] serves it on a given listener until a given
+//!   shutdown future resolves, then drains.
+//! - `config`: [`ServerConfig`] (timeouts, sizes, limits).
+//! - [`auth`]: JWT verification, scopes, tenant, allow-lists, Origin check.
+//! - [`limits`]: connection limits (total, per IP, per tenant).
+//! - `error`: [`ApiError`], the single mapping from errors to HTTP responses.
+//! - `routes/`: `jobs` (create, get, list, publish, history, cancel), `health`
+//!   (healthz, readyz, metrics, openapi).
+//! - `transport/`: `ws` (single-job and multiplexed WebSockets), `sse`.
+
+pub mod auth;
+mod config;
+mod error;
+mod extract;
+pub mod limits;
+mod routes;
+mod transport;
+
+pub use auth::{AuthConfig, KeySource, Verifier};
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use limits::ConnLimits;
+
+use axum::Router;
+use jobwire_core::Hub;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub config: Arc<ServerConfig>,
+    /// Token verification and the Origin allow-list (development mode by default).
+    pub auth: Arc<AuthConfig>,
+    /// Streaming connection limits.
+    pub limiter: Arc<limits::Limiter>,
+    /// Cancelled when shutdown starts; sessions close themselves (WS 1012, SSE end).
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// A server without auth (development mode) and without connection limits.
+    pub fn new(hub: Arc<Hub>, config: ServerConfig) -> AppState {
+        let limiter = limits::Limiter::new(ConnLimits::default(), hub.metrics().clone());
+        AppState {
+            hub,
+            config: Arc::new(config),
+            auth: Arc::new(AuthConfig::default()),
+            limiter,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Sets authentication.
+    pub fn with_auth(mut self, auth: AuthConfig) -> AppState {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Sets connection limits.
+    pub fn with_limits(mut self, limits: ConnLimits) -> AppState {
+        self.limiter = limits::Limiter::new(limits, self.hub.metrics().clone());
+        self
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops accepting,
+/// tells every session to close (WebSocket 1012, SSE final comment), waits up to
+/// `config.shutdown_grace` for connections to drain, and finishes the store's queued
+/// writes. Never binds or installs signal handlers itself.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let grace = state.config.shutdown_grace;
+    let hub = state.hub.clone();
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let serve =
+        axum::serve(listener, service).with_graceful_shutdown(token.clone().cancelled_owned());
+    let drained = tokio::select! {
+        r = serve => { r?; true }
+        _ = async {
+            shutdown.await;
+            tracing::info!("shutdown: closing sessions and draining");
+            token.cancel();
+            tokio::time::sleep(grace).await;
+        } => false,
+    };
+    if !drained {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace period over; dropping remaining connections"
+        );
+    }
+    hub.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! `jobwire serve`: flags (each also a `JOBWIRE_*` variable) -> configs -> run.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use jobwire_core::engine::embedded::Retention;
+use jobwire_core::metrics::Metrics;
+use jobwire_core::registry::Registry;
+use jobwire_core::{Hub, HubConfig};
+use jobwire_redis::{RedisConfig, RedisEngine};
+use jobwire_server::{AppState, AuthConfig, ConnLimits, KeySource, ServerConfig, Verifier};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "JOBWIRE_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "JOBWIRE_DATA_DIR", default_value = "./jobwire-data")]
+    data_dir: PathBuf,
+    /// Use Redis as the engine (state, history, cross-instance fan-out) instead of the
+    /// embedded store, e.g. `redis://:password@10.0.0.5:6379/0`. `--data-dir` is then unused.
+    #[arg(long = "redis", env = "JOBWIRE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (several deployments can share one Redis).
+    #[arg(long, env = "JOBWIRE_REDIS_PREFIX", default_value = "jobwire:")]
+    redis_prefix: String,
+    /// Connect and command timeout for Redis; past it publishes fail with 503.
+    #[arg(long, env = "JOBWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    redis_timeout: Duration,
+    /// HS256 shared secret for JWTs (enables auth).
+    #[arg(long, env = "JOBWIRE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) for JWTs (enables auth).
+    #[arg(long, env = "JOBWIRE_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// JWKS file with the verification keys, re-read when it changes (enables auth).
+    #[arg(long, env = "JOBWIRE_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// Required `aud` claim.
+    #[arg(long, env = "JOBWIRE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "JOBWIRE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The claim holding the tenant (seed 004 would use `company_id`).
+    #[arg(long, env = "JOBWIRE_TENANT_CLAIM", default_value = "tenant")]
+    tenant_claim: String,
+    /// Browser Origins allowed for WebSockets, SSE and CORS (comma-separated); others get 403.
+    #[arg(long, env = "JOBWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Allow running without authentication on a non-loopback address.
+    #[arg(long, env = "JOBWIRE_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Most WebSocket + SSE connections in all (0: no limit).
+    #[arg(long, env = "JOBWIRE_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// Most WebSocket + SSE connections per client IP (0: no limit).
+    #[arg(long, env = "JOBWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: usize,
+    /// Most WebSocket + SSE connections per tenant (0: no limit).
+    #[arg(long, env = "JOBWIRE_MAX_CONNECTIONS_PER_TENANT", default_value_t = 0)]
+    max_connections_per_tenant: usize,
+    /// Log format.
+    #[arg(long, env = "JOBWIRE_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `jobwire=debug`.
+    #[arg(long, env = "JOBWIRE_LOG", default_value = "info")]
+    log: String,
+    /// Finished jobs are deleted this long after they end.
+    #[arg(long, env = "JOBWIRE_TERMINAL_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    terminal_ttl: Duration,
+    /// How often finished jobs past their TTL are deleted.
+    #[arg(long, env = "JOBWIRE_SWEEP_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    sweep_interval: Duration,
+    /// Events kept per job; older ones are trimmed (clients asking for them get `history_truncated`).
+    #[arg(long, env = "JOBWIRE_MAX_EVENTS_PER_JOB", default_value_t = 10_000)]
+    max_events_per_job: u64,
+    /// Frames queued per connection before progress is coalesced and then the client is closed as slow.
+    #[arg(long, env = "JOBWIRE_OUTBOX_CAPACITY", default_value_t = 4096)]
+    outbox_capacity: usize,
+    /// Heartbeat frame + WebSocket ping interval.
+    #[arg(long, env = "JOBWIRE_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Close WebSockets that send nothing for this long.
+    #[arg(long, env = "JOBWIRE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Largest client WebSocket frame handled (bigger: `payload_too_large` error frame).
+    #[arg(long, env = "JOBWIRE_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    max_frame_bytes: usize,
+    /// Hard WebSocket message limit (bigger: close 1009).
+    #[arg(long, env = "JOBWIRE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Largest HTTP request body (bigger: 413).
+    #[arg(long, env = "JOBWIRE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Jobs one WebSocket may watch at once.
+    #[arg(long, env = "JOBWIRE_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    max_subscriptions: usize,
+    /// SSE keep-alive comment interval.
+    #[arg(long, env = "JOBWIRE_SSE_KEEPALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    sse_keepalive: Duration,
+    /// How long shutdown waits for connections to drain.
+    #[arg(long, env = "JOBWIRE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Builds the auth settings; without a key source, development mode (and only on
+/// loopback unless `--allow-anonymous`).
+fn auth_config(a: &ServeArgs) -> anyhow::Result<AuthConfig> {
+    let sources = [
+        a.jwt_secret.is_some(),
+        a.jwt_public_key.is_some(),
+        a.jwks_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        anyhow::bail!("give only one of --jwt-secret, --jwt-public-key, --jwks-file");
+    }
+    let source = if let Some(s) = &a.jwt_secret {
+        Some(KeySource::Secret(s.as_bytes().to_vec()))
+    } else if let Some(p) = &a.jwt_public_key {
+        let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        Some(KeySource::PublicKeyPem(pem))
+    } else {
+        a.jwks_file.clone().map(KeySource::JwksFile)
+    };
+    let verifier = match source {
+        Some(src) => Some(Verifier::new(
+            src,
+            a.jwt_audience.clone(),
+            a.jwt_issuer.clone(),
+            a.tenant_claim.clone(),
+        )?),
+        None => {
+            if !a.listen.ip().is_loopback() && !a.allow_anonymous {
+                anyhow::bail!(
+                    "refusing to serve {} without authentication: configure --jwt-secret, \
+                     --jwt-public-key or --jwks-file, or pass --allow-anonymous",
+                    a.listen
+                );
+            }
+            tracing::warn!(
+                "DEVELOPMENT MODE: no authentication configured; every client can read and \
+                 publish every job. Configure --jwt-secret, --jwt-public-key or --jwks-file."
+            );
+            None
+        }
+    };
+    Ok(AuthConfig {
+        verifier,
+        allowed_origins: a.allowed_origins.clone(),
+    })
+}
+
+pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    init_logging(a.log_format, &a.log);
+    let retention = Retention {
+        terminal_ttl: a.terminal_ttl,
+        max_events_per_job: a.max_events_per_job,
+        sweep_interval: a.sweep_interval,
+    };
+    let hub_config = HubConfig {
+        outbox_capacity: a.outbox_capacity,
+    };
+    let (hub, engine_name) = match &a.redis_url {
+        None => {
+            let hub = Hub::open_embedded(a.data_dir.clone(), retention, hub_config)
+                .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+            (hub, "embedded")
+        }
+        Some(url) => {
+            let metrics = Arc::new(Metrics::default());
+            let registry = Arc::new(Registry::new(metrics.clone()));
+            let config = RedisConfig {
+                url: url.clone(),
+                prefix: a.redis_prefix.clone(),
+                retention,
+                command_timeout: a.redis_timeout,
+            };
+            let engine = RedisEngine::connect(config, registry.clone(), metrics.clone())
+                .await
+                .context("connecting to Redis")?;
+            (Hub::new(engine, registry, metrics, hub_config), "redis")
+        }
+    };
+    let config = ServerConfig {
+        heartbeat_interval: a.heartbeat_interval,
+        idle_timeout: a.idle_timeout,
+        max_frame_bytes: a.max_frame_bytes,
+        max_message_bytes: a.max_message_bytes,
+        max_body_bytes: a.max_body_bytes,
+        max_subscriptions: a.max_subscriptions,
+        sse_keepalive: a.sse_keepalive,
+        shutdown_grace: a.shutdown_grace,
+    };
+    let auth = auth_config(&a)?;
+    let limits = ConnLimits {
+        max_total: a.max_connections,
+        max_per_ip: a.max_connections_per_ip,
+        max_per_tenant: a.max_connections_per_tenant,
+    };
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, engine = engine_name, "jobwire serving");
+    // A stable line on stdout so scripts and tests can find the bound port.
+    println!("jobwire listening on http://{addr}");
+    let state = AppState::new(hub, config)
+        .with_auth(auth)
+        .with_limits(limits);
+    jobwire_server::run(listener, state, shutdown_signal()).await?;
+    Ok(())
+}

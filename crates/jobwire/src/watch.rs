@@ -1,0 +1,236 @@
+//! `jobwire watch <job>`: a live terminal view of one job over the single-job
+//! WebSocket. It remembers the last seq it saw and reconnects with `since` after any
+//! drop (server restart, network change), so nothing is missed or shown twice. Exit
+//! status: 0 completed, 1 failed, 2 cancelled, 3 job not found, 4 other refusal.
+
+use crate::client::ServerArg;
+use clap::Args;
+use futures_util::StreamExt;
+use jobwire_proto::event::EventBody;
+use jobwire_proto::{Event, Job, JobStatus};
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Args)]
+pub(crate) struct WatchArgs {
+    job: String,
+    /// Start after this seq (default: snapshot, then live).
+    #[arg(long)]
+    since: Option<u64>,
+    /// Print every frame as a JSON line instead of the progress bar.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct View {
+    tty: bool,
+    json: bool,
+    job: Option<Job>,
+}
+
+impl View {
+    fn bar(&self) {
+        let Some(job) = &self.job else { return };
+        if !self.tty || self.json {
+            return;
+        }
+        let width = 30usize;
+        let filled = ((job.progress / 100.0) * width as f64).round() as usize;
+        let filled = filled.min(width);
+        let stage = job
+            .step
+            .as_ref()
+            .map(|s| s.label.clone().unwrap_or_else(|| s.step.clone()))
+            .or_else(|| job.stage.clone())
+            .unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[2K[{}{}] {:5.1}% {} {} {}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            job.progress,
+            job.status.as_str(),
+            stage,
+            job.message.clone().unwrap_or_default()
+        );
+        let _ = out.flush();
+    }
+
+    fn line(&self, text: &str) {
+        if self.tty && !self.json {
+            print!("\r\x1b[2K");
+        }
+        println!("{text}");
+        self.bar();
+    }
+
+    fn event(&mut self, raw: &str, ev: Event) {
+        if self.json {
+            println!("{raw}");
+        }
+        // Replayed events are already folded into the snapshot: print, don't re-apply.
+        if let Some(job) = self.job.as_mut().filter(|j| ev.seq > j.seq) {
+            job.apply(&ev);
+        }
+        let text = match &ev.body {
+            EventBody::Log { line, .. } => Some(line.clone()),
+            EventBody::Step { step, label, .. } => {
+                Some(format!("» step {}", label.as_deref().unwrap_or(step)))
+            }
+            EventBody::Status { .. } => Some(format!("» status {}", ev.status.as_str())),
+            EventBody::Completed { .. } => Some("✔ completed".into()),
+            EventBody::Failed { error, .. } => Some(format!("✘ failed: {error}")),
+            EventBody::Cancelled { reason } => Some(format!(
+                "✘ cancelled{}",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+            EventBody::Custom { name, .. } => Some(format!("» {name}")),
+            EventBody::Progress {
+                progress, stage, ..
+            } if !self.tty => Some(format!(
+                "{progress:.1}% {}",
+                stage.clone().unwrap_or_default()
+            )),
+            _ => None,
+        };
+        if !self.json {
+            match text {
+                Some(t) => self.line(&t),
+                None => self.bar(),
+            }
+        }
+    }
+}
+
+fn exit_for(status: Option<JobStatus>) -> ExitCode {
+    match status {
+        Some(JobStatus::Completed) => ExitCode::SUCCESS,
+        Some(JobStatus::Failed) => ExitCode::from(1),
+        Some(JobStatus::Cancelled) => ExitCode::from(2),
+        _ => ExitCode::from(4),
+    }
+}
+
+pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    let ws_base = a
+        .server
+        .server
+        .trim_end_matches('/')
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
+    let mut view = View {
+        tty: std::io::stdout().is_terminal(),
+        json: a.json,
+        job: None,
+    };
+    let mut since = a.since;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let query = since.map(|s| format!("?since={s}")).unwrap_or_default();
+        let url = format!("{ws_base}/v1/jobs/{}/ws{query}", a.job);
+        let request = match url.as_str().into_client_request() {
+            Ok(mut r) => {
+                if let Some(t) = &a.server.token {
+                    if let Ok(v) = format!("Bearer {t}").parse() {
+                        r.headers_mut().insert("authorization", v);
+                    }
+                }
+                r
+            }
+            Err(e) => anyhow::bail!("bad server URL {url}: {e}"),
+        };
+        let mut ws = match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => {
+                backoff = Duration::from_millis(200);
+                ws
+            }
+            Err(e) => {
+                eprintln!("\r\x1b[2Kjobwire watch: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        while let Some(msg) = ws.next().await {
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(frame)) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    if view.tty && !view.json {
+                        println!();
+                    }
+                    match code {
+                        1000 => return Ok(exit_for(view.job.as_ref().map(|j| j.status))),
+                        4504 => {
+                            eprintln!("jobwire watch: job {} not found", a.job);
+                            return Ok(ExitCode::from(3));
+                        }
+                        4500..=4999 | 1009 => {
+                            eprintln!("jobwire watch: the server refused the watch (close {code})");
+                            return Ok(ExitCode::from(4));
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            };
+            let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            if v.get("seq").is_some() && v.get("job_id").is_some() && v["type"] != "snapshot" {
+                if let Ok(ev) = serde_json::from_value::<Event>(v) {
+                    since = Some(ev.seq);
+                    view.event(text.as_str(), ev);
+                }
+                continue;
+            }
+            match v["type"].as_str() {
+                Some("snapshot") => {
+                    if let Ok(job) = serde_json::from_value::<Job>(v["job"].clone()) {
+                        if view.json {
+                            println!("{}", text.as_str());
+                        } else if view.job.is_none() && since.is_none() {
+                            for l in &job.logs {
+                                view.line(&l.line);
+                            }
+                        }
+                        // Without `since` the server sends no history: resume after the
+                        // snapshot. With it, `since` advances as replayed events print.
+                        if since.is_none() {
+                            since = Some(job.seq);
+                        }
+                        view.job = Some(job);
+                        view.bar();
+                    }
+                }
+                Some("history_truncated") => view.line("(older history was trimmed by retention)"),
+                Some("error") => view.line(&format!(
+                    "error: {}",
+                    v["message"].as_str().unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
+        if view.tty && !view.json {
+            eprint!(
+                "\r\x1b[2Kjobwire watch: connection lost; reconnecting from seq {}",
+                since.unwrap_or(0)
+            );
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

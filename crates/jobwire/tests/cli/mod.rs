@@ -1,0 +1,166 @@
+//! The command-line client against the real binary.
+
+use crate::support::{cli, Process};
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test]
+async fn publishing_commands_drive_a_job_and_watch_exits_by_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    let server = p.base.as_str();
+    let (code, id) = cli(&[
+        "job",
+        "create",
+        "--id",
+        "cli-1",
+        "--project",
+        "ci",
+        "--quiet",
+        "--server",
+        server,
+    ])
+    .await;
+    assert_eq!((code, id.trim()), (0, "cli-1"));
+    // Watch from the start in the background; it must end with status 0 on completion.
+    let watch = tokio::spawn({
+        let server = server.to_owned();
+        async move {
+            cli(&[
+                "watch", "cli-1", "--since", "0", "--json", "--server", &server,
+            ])
+            .await
+        }
+    });
+    let steps: Vec<Vec<&str>> = vec![
+        vec!["status", "cli-1", "queued"],
+        vec!["step", "cli-1", "build", "--label", "Build"],
+        vec![
+            "progress",
+            "cli-1",
+            "45",
+            "--stage",
+            "render",
+            "--message",
+            "frame 900/2000",
+        ],
+        vec!["log", "cli-1", "hello", "from", "bash"],
+        vec!["log", "cli-1", "retry-safe", "--event-id", "k1"],
+        vec!["log", "cli-1", "retry-safe", "--event-id", "k1"],
+        vec!["complete", "cli-1", "--result", r#"{"artifact":"a.bin"}"#],
+    ];
+    for args in steps {
+        let mut full = args.clone();
+        full.extend(["--server", server]);
+        let (code, out) = cli(&full).await;
+        assert_eq!(code, 0, "{args:?}: {out}");
+    }
+    let (code, out) = tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .expect("watch ends")
+        .expect("join");
+    assert_eq!(code, 0, "watch exits 0 on completed");
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let seqs: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["type"] != "snapshot")
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<_>>(),
+        "watch saw every event once (the retried k1 log is stored once): {out}"
+    );
+
+    let (code, out) = cli(&["job", "get", "cli-1", "--server", server]).await;
+    assert_eq!(code, 0);
+    let job: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(job["result"]["artifact"], "a.bin");
+    assert_eq!(job["log_count"], 2);
+
+    // Refusals reach the script as a non-zero exit with the error code.
+    let out = tokio::process::Command::new(crate::support::bin())
+        .args(["progress", "cli-1", "50", "--server", server])
+        .output()
+        .await
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job_terminal"));
+
+    // Failed and cancelled jobs make watch exit non-zero; unknown jobs exit 3.
+    cli(&["job", "create", "--id", "cli-2", "--server", server]).await;
+    cli(&["fail", "cli-2", "--error", "boom", "--server", server]).await;
+    assert_eq!(cli(&["watch", "cli-2", "--server", server]).await.0, 1);
+    cli(&["job", "create", "--id", "cli-3", "--server", server]).await;
+    cli(&["cancel", "cli-3", "--server", server]).await;
+    assert_eq!(cli(&["watch", "cli-3", "--server", server]).await.0, 2);
+    assert_eq!(cli(&["watch", "nope", "--server", server]).await.0, 3);
+}
+
+#[tokio::test]
+async fn watch_survives_a_server_restart_without_missing_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    let server = p.base.clone();
+    let listen = p.addr.to_string();
+    cli(&["job", "create", "--id", "r", "--server", &server]).await;
+    let watch = tokio::spawn({
+        let server = server.clone();
+        async move { cli(&["watch", "r", "--since", "0", "--json", "--server", &server]).await }
+    });
+    cli(&["progress", "r", "10", "--server", &server]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.kill9();
+    // While the server is down the watcher keeps retrying; bring it back on the same port.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _p2 = Process::start(dir.path(), &listen, &[]);
+    cli(&["log", "r", "after restart", "--server", &server]).await;
+    cli(&["progress", "r", "90", "--server", &server]).await;
+    cli(&["complete", "r", "--server", &server]).await;
+    let (code, out) = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .expect("watch ends")
+        .expect("join");
+    assert_eq!(code, 0, "{out}");
+    let seqs: Vec<u64> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] != "snapshot")
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5], "{out}");
+}
+
+#[tokio::test]
+async fn demo_drives_three_jobs_to_their_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    let (code, out) = cli(&["demo", "--delay-ms", "0", "--server", &p.base]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("jobwire watch demo-render-"), "{out}");
+    let (_, list) = cli(&["job", "list", "--server", &p.base]).await;
+    let v: Value = serde_json::from_str(&list).expect("json");
+    let mut statuses: Vec<(String, String)> = v["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            (
+                j["project"].as_str().unwrap_or("").to_owned(),
+                j["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            ("ai".into(), "completed".into()),
+            ("hardware".into(), "failed".into()),
+            ("video".into(), "completed".into())
+        ]
+    );
+}

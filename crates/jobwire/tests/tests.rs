@@ -1,0 +1,31 @@
+//! jobwire's integration tests: one binary, each module a group of scripts that drive
+//! a real server (in-process on an ephemeral port, or the real binary as a child
+//! process) with real HTTP, WebSocket and SSE clients.
+//!
+//! `api`, `websocket` and `sse` are the protocol suite: every script runs twice, as
+//! `<module>::embedded::<name>` and `<module>::redis::<name>` (on a shared
+//! `redis-server` the harness starts), so both engines keep one contract.
+//!
+//! - `api`: HTTP endpoints: create (idempotent), publish (single, batch, atomic,
+//!   idempotent), every class of bad input, history, list, cancel, retention, health,
+//!   metrics, OpenAPI, docs/protocol.md agreeing with the code table.
+//! - `websocket`: single-job and multiplexed sockets: snapshot + replay + live,
+//!   ordering, publish/subscribe races without gap or duplicate, reconnect with
+//!   `since`, bad frames, heartbeats and idle timeout, slow consumers (coalescing and
+//!   close 4001), terminal close 1000, shutdown close 1012.
+//! - `sse`: Server-Sent Events stream, Last-Event-ID resume, end after terminal, 204.
+//! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
+//!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
+//! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
+//!   publishers, an instance killed with SIGKILL, Redis killed and restarted.
+//! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
+
+mod support;
+
+mod api;
+mod auth;
+mod cli;
+mod cluster;
+mod durability;
+mod sse;
+mod websocket;
