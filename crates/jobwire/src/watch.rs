@@ -156,6 +156,20 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
                 backoff = Duration::from_millis(200);
                 ws
             }
+            // A refused upgrade (bad token, forbidden origin, too many connections…)
+            // will not heal by itself: report it instead of retrying forever.
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp))
+                if resp.status().is_client_error() =>
+            {
+                let status = resp.status();
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                eprintln!("jobwire watch: the server refused the watch (HTTP {status}) {body}");
+                return Ok(ExitCode::from(if status.as_u16() == 404 { 3 } else { 4 }));
+            }
             Err(e) => {
                 eprintln!("\r\x1b[2Kjobwire watch: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;

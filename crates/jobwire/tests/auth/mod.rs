@@ -670,3 +670,27 @@ fn serve_refuses_a_public_address_without_auth_unless_told() {
     let p = Process::start(dir.path(), "0.0.0.0:0", &["--allow-anonymous"]);
     assert!(p.addr.port() > 0);
 }
+
+#[tokio::test]
+async fn watch_cli_exits_4_on_a_refused_token_instead_of_retrying() {
+    let s = secured().await;
+    let good = token("acme", "jobs:admin");
+    s.http
+        .post(s.url("/v1/jobs"))
+        .bearer_auth(&good)
+        .json(&json!({"id": "w"}))
+        .send()
+        .await
+        .expect("create");
+    let bad = hs256("wrong-secret-0123456789", json!({"tenant": "acme"}));
+    let args = ["watch", "w", "--server", &s.base, "--token", &bad];
+    let (code, _) = tokio::time::timeout(Duration::from_secs(10), crate::support::cli(&args))
+        .await
+        .expect("watch gives up on a refused token");
+    assert_eq!(code, 4);
+    // Another tenant's job is "not found" for this token: exit 3, like an unknown job.
+    let other = token("globex", "jobs:watch");
+    let (code, _) =
+        crate::support::cli(&["watch", "w", "--server", &s.base, "--token", &other]).await;
+    assert_eq!(code, 3);
+}
