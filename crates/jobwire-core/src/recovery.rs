@@ -113,51 +113,110 @@ impl Replay {
 }
 
 /// Per-connection record of the last seq sent for each watched job.
+///
+/// Most connections watch one job or a handful: those live in a small vector
+/// (one 32-byte allocation, a scan that compares the shared `Arc` pointer first);
+/// past [`Positions::SMALL`] jobs it switches to a hash map.
 #[derive(Default)]
 pub struct Positions {
-    last: HashMap<Arc<str>, u64>,
+    few: Vec<(Arc<str>, u64)>,
+    many: HashMap<Arc<str>, u64>,
 }
 
 impl Positions {
+    /// Most jobs kept in the vector.
+    pub const SMALL: usize = 8;
+
+    fn slot(&mut self, job: &str) -> Option<&mut u64> {
+        if self.many.is_empty() {
+            self.few
+                .iter_mut()
+                .find(|(j, _)| std::ptr::eq(j.as_ptr(), job.as_ptr()) || &**j == job)
+                .map(|(_, s)| s)
+        } else {
+            self.many.get_mut(job)
+        }
+    }
+
     /// Starts tracking a job at `seq`.
     pub fn track(&mut self, job: Arc<str>, seq: u64) {
-        self.last.insert(job, seq);
+        if let Some(s) = self.slot(&job) {
+            *s = seq;
+        } else if self.many.is_empty() && self.few.len() < Self::SMALL {
+            // Exact: the common single-job connection keeps one slot, not four.
+            self.few.reserve_exact(1);
+            self.few.push((job, seq));
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(job, seq);
+        }
     }
 
     /// Stops tracking a job; its late frames are dropped.
     pub fn forget(&mut self, job: &str) {
-        self.last.remove(job);
+        self.few.retain(|(j, _)| &**j != job);
+        self.many.remove(job);
     }
 
     /// Whether a job is tracked.
     pub fn contains(&self, job: &str) -> bool {
-        self.last.contains_key(job)
+        self.few.iter().any(|(j, _)| &**j == job) || self.many.contains_key(job)
     }
 
     /// The tracked jobs.
     pub fn jobs(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.last.keys()
+        self.few.iter().map(|(j, _)| j).chain(self.many.keys())
     }
 
     /// Number of tracked jobs.
     pub fn len(&self) -> usize {
-        self.last.len()
+        self.few.len() + self.many.len()
     }
 
     /// Whether no job is tracked.
     pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        self.len() == 0
     }
 
     /// True (and advances) when `seq` is new for `job`; false for duplicates and for
     /// jobs no longer watched.
     pub fn admit(&mut self, job: &str, seq: u64) -> bool {
-        match self.last.get_mut(job) {
+        match self.slot(job) {
             Some(last) if seq > *last => {
                 *last = seq;
                 true
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Positions;
+    use std::sync::Arc;
+
+    #[test]
+    fn positions_admit_only_newer_seqs_in_both_representations() {
+        let mut p = Positions::default();
+        let n = Positions::SMALL * 2;
+        for i in 0..n {
+            p.track(Arc::from(format!("job-{i}")), 5);
+            assert_eq!(p.len(), i + 1);
+            // Every job tracked so far, on either side of the switch to the map.
+            for k in 0..=i {
+                let job = format!("job-{k}");
+                assert!(p.contains(&job));
+                assert!(!p.admit(&job, 5), "a duplicate is refused");
+            }
+        }
+        assert!(p.admit("job-3", 6));
+        assert!(!p.admit("job-3", 6));
+        assert!(!p.admit("unknown", 1));
+        p.forget("job-3");
+        assert!(!p.contains("job-3") && !p.admit("job-3", 7));
+        assert_eq!(p.jobs().count(), n - 1);
+        p.track(Arc::from("job-3"), 0);
+        assert!(p.admit("job-3", 1));
     }
 }

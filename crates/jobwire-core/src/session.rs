@@ -5,9 +5,12 @@
 //! [`jobwire_proto::CloseCode::SlowConsumer`] so the client reconnects with `since`.
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
 
 /// What kind of event a queued frame is; only progress may be coalesced, terminal
 /// events end single-job watches.
@@ -55,9 +58,15 @@ struct Inner {
 }
 
 /// A bounded queue of frames waiting to be written to one client connection.
+///
+/// One task (the connection's) waits on it. A push wakes that task only when the
+/// queue goes from empty to non-empty, so a burst costs one wake-up and one drain.
 pub struct Outbox {
     inner: Mutex<Inner>,
-    notify: Notify,
+    /// The waiting session task.
+    waker: AtomicWaker,
+    /// Set by a waking push or close, cleared by the poll that reports it.
+    ready: AtomicBool,
     capacity: usize,
 }
 
@@ -71,7 +80,8 @@ impl Outbox {
                 frames: VecDeque::new(),
                 closed: None,
             }),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            ready: AtomicBool::new(false),
             capacity: capacity.max(1),
         })
     }
@@ -84,12 +94,13 @@ impl Outbox {
 
     /// Queues a frame without waiting.
     pub fn push(&self, ev: &Published) -> Push {
-        let result = {
+        let (result, was_empty) = {
             let mut inner = self.lock();
             if inner.closed.is_some() {
                 return Push::Closed;
             }
-            if inner.frames.len() < self.capacity {
+            let was_empty = inner.frames.is_empty();
+            let result = if inner.frames.len() < self.capacity {
                 inner.frames.push_back(ev.clone());
                 Push::Queued
             } else {
@@ -102,10 +113,34 @@ impl Outbox {
                     inner.frames.clear();
                     Push::Overflow
                 }
-            }
+            };
+            (result, was_empty)
         };
-        self.notify.notify_one();
+        // A non-empty queue already has a wake-up pending (cleared only by a poll
+        // that is followed by a drain).
+        if was_empty || result == Push::Overflow {
+            self.wake();
+        }
         result
+    }
+
+    fn wake(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once something was pushed (or the outbox closed) since the last time
+    /// it returned ready. One task at a time may wait.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.ready.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Stops accepting frames; the transport closes the session with `reason`.
@@ -114,7 +149,7 @@ impl Outbox {
             let mut inner = self.lock();
             inner.closed.get_or_insert(reason);
         }
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Moves every queued frame into `out` (which it clears first) and returns the
@@ -127,8 +162,8 @@ impl Outbox {
     }
 
     /// Waits until something was pushed (or the outbox was closed).
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
     }
 
     /// Frames waiting now.

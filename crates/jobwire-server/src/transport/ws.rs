@@ -89,10 +89,11 @@ pub(crate) async fn multiplexed(
     accept(ws, st, caller, ip, None, None)
 }
 
-/// Initial WebSocket read buffer per connection. Client frames are small (subscribe,
-/// ping); tungstenite's 128 KiB default would dominate idle memory. It grows for the
-/// occasional big frame.
-const WS_READ_BUFFER: usize = 4096;
+/// WebSocket read buffer per connection (and the most one read syscall takes).
+/// Client frames are small (subscribe, ping, a JWT in an `auth` frame); tungstenite's
+/// 128 KiB default would dominate idle memory, and the whole buffer is zeroed on every
+/// poll of the read side. A bigger frame grows the buffer for its own length.
+const WS_READ_BUFFER: usize = 256;
 
 /// What the loop does next.
 enum Next {
@@ -143,11 +144,27 @@ impl Drop for Session {
     }
 }
 
-/// Sleeps until `at`, or forever when there is no deadline.
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The token-expiry timer, boxed: most sessions (no auth, or tokens without `exp`)
+/// never have one, and idle memory per connection matters.
+struct Expiry {
+    at: tokio::time::Instant,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Expiry {
+    fn new(at: tokio::time::Instant) -> Expiry {
+        Expiry {
+            at,
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// Completes at the deadline; never when there is none.
+    async fn wait(e: &mut Option<Expiry>) {
+        match e {
+            Some(e) => e.sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -195,7 +212,9 @@ impl Session {
 
     async fn serve(&mut self, since: Option<u64>) -> Step {
         if let Some(job) = self.main_job.clone() {
-            match self.subscribe(&job, since).await? {
+            // Boxed: the subscribe (history replay) future is large and runs once; kept
+            // inline it would size every idle connection's task for its worst case.
+            match Box::pin(self.subscribe(&job, since)).await? {
                 Next::Continue => {}
                 other => return Ok(other),
             }
@@ -207,17 +226,25 @@ impl Session {
             cfg.heartbeat_interval,
         );
         let mut last_heard = Instant::now();
+        // Long-lived futures are made once, not once per wake-up: the loop runs for
+        // every delivery.
+        let mut shutdown = std::pin::pin!(shutdown.cancelled());
+        let mut expiry: Option<Expiry> = None;
         loop {
-            let expiry = self.expires;
+            if self.expires != expiry.as_ref().map(|e| e.at) {
+                expiry = self.expires.map(Expiry::new);
+            }
             let next = tokio::select! {
-                _ = shutdown.cancelled() => Next::Close(CloseCode::ServiceRestart, "server restarting"),
-                _ = sleep_until_opt(expiry) => Next::Close(CloseCode::TokenExpired, "token expired"),
+                _ = &mut shutdown => Next::Close(CloseCode::ServiceRestart, "server restarting"),
+                _ = Expiry::wait(&mut expiry) => Next::Close(CloseCode::TokenExpired, "token expired"),
                 _ = self.outbox.notified() => self.flush().await?,
                 msg = self.socket.recv() => {
                     last_heard = Instant::now();
                     match msg {
                         None => Next::Stop,
-                        Some(Ok(m)) => self.on_message(m).await?,
+                        // Boxed for the same reason: client frames are rare, the
+                        // handler's future is large.
+                        Some(Ok(m)) => Box::pin(self.on_message(m)).await?,
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "websocket read error");
                             if e.to_string().contains("Space limit exceeded") {
