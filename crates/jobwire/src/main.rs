@@ -1,6 +1,6 @@
 //! The `jobwire` binary: command-line parsing only. `serve` runs the hub
 //! (jobwire-server + jobwire-core); the other commands are HTTP/WebSocket clients of a
-//! running server, for shell scripts, CI jobs and humans.
+//! running server, for shell scripts, CI jobs and humans (`keys` manages worker API keys).
 
 mod client;
 mod demo;
