@@ -21,6 +21,7 @@
 pub mod apply;
 pub mod embedded;
 
+use crate::apikey::ApiKey;
 use crate::error::HubError;
 use bytes::Bytes;
 use jobwire_proto::{EventInput, Job, JobStatus};
@@ -123,6 +124,40 @@ pub trait Engine: Send + Sync + 'static {
     /// Releases one [`Engine::watch`]. Never waits.
     fn unwatch(&self, job_id: &str) {
         let _ = job_id;
+    }
+
+    /// Stores a new API key record durably (ids are random; an existing id is
+    /// overwritten). Every instance on the same store sees it.
+    fn put_key(&self, key: ApiKey) -> BoxFuture<'_, Result<(), HubError>> {
+        let _ = key;
+        Box::pin(async {
+            Err(HubError::Storage(
+                "this engine does not store API keys".into(),
+            ))
+        })
+    }
+
+    /// The key with this id, revoked or not (`None`: no such key).
+    fn key_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApiKey>, HubError>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Every key of `tenant`, revoked ones included, in id order.
+    fn list_keys<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<ApiKey>, HubError>> {
+        let _ = tenant;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Marks key `id` of `tenant` revoked, durably. `Ok(false)` when `tenant` has no
+    /// such key (another tenant's key included). Revoking twice is `Ok(true)`.
+    fn revoke_key<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, HubError>> {
+        let _ = (tenant, id);
+        Box::pin(async { Ok(false) })
     }
 
     /// Whether the engine can take writes now.

@@ -4,6 +4,7 @@
 //! [`Registry`].
 
 use crate::access::Access;
+use crate::apikey::ApiKey;
 use crate::engine::embedded::{Embedded, Retention};
 use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
 use crate::error::HubError;
@@ -225,6 +226,26 @@ impl Hub {
     pub fn unsubscribe(&self, key: &str, outbox: &Arc<Outbox>) {
         self.registry.remove(key, outbox);
         self.engine.unwatch(key);
+    }
+
+    /// Stores a new API key (see [`Engine::put_key`]).
+    pub async fn put_key(&self, key: ApiKey) -> Result<(), HubError> {
+        self.engine.put_key(key).await
+    }
+
+    /// The API key with this id, revoked or not.
+    pub async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, HubError> {
+        self.engine.key_by_id(id).await
+    }
+
+    /// Every API key of `tenant`, in id order.
+    pub async fn list_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, HubError> {
+        self.engine.list_keys(tenant).await
+    }
+
+    /// Revokes key `id` of `tenant`; `false` when the tenant has no such key.
+    pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<bool, HubError> {
+        self.engine.revoke_key(tenant, id).await
     }
 
     /// Finishes queued writes; later writes fail with `ShuttingDown`.

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`hub`]: the entry point transports call.
 //! - [`access`]: tenant namespaces and allow-lists ([`access::Access`]).
+//! - [`apikey`]: the stored record of a worker API key ([`apikey::ApiKey`]).
 //! - [`engine`]: the engine trait and its contract; [`engine::embedded`] is the
 //!   durable default (redb + group commit).
 //! - [`registry`]: sharded job -> watchers map; fan-out.
@@ -16,6 +17,7 @@
 //! - [`error`]: the [`HubError`] type.
 
 pub mod access;
+pub mod apikey;
 pub mod engine;
 pub mod error;
 pub mod hub;

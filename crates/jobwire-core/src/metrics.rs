@@ -94,6 +94,10 @@ pub struct Metrics {
     pub client_errors: Counter,
     /// Connections refused by a connection limit.
     pub limit_rejections: Counter,
+    /// Publish requests refused by the publish rate limit.
+    pub rate_limited: Counter,
+    /// Connections closed because they did not send a complete request head in time.
+    pub handshake_timeouts: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
 }
@@ -147,6 +151,16 @@ impl Metrics {
                 "jobwire_limit_rejections_total",
                 "Connections refused by a connection limit.",
                 &self.limit_rejections,
+            ),
+            (
+                "jobwire_rate_limited_total",
+                "Publish requests refused by the publish rate limit.",
+                &self.rate_limited,
+            ),
+            (
+                "jobwire_handshake_timeouts_total",
+                "Connections closed for not sending a complete request head in time.",
+                &self.handshake_timeouts,
             ),
         ];
         for (name, help, c) in counters {

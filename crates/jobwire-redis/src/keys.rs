@@ -51,6 +51,16 @@ impl Keys {
         format!("{}index", self.prefix)
     }
 
+    /// Hash of one API key: `rec` (the record JSON) and `revoked` (`0`/`1`).
+    pub(crate) fn api_key(&self, id: &str) -> String {
+        format!("{}apikey:{id}", self.prefix)
+    }
+
+    /// Set of a tenant's API key ids.
+    pub(crate) fn tenant_keys(&self, tenant: &str) -> String {
+        format!("{}apikeys:{tenant}", self.prefix)
+    }
+
     /// Sorted set: job id scored by its expiry time in ms.
     pub(crate) fn expiry(&self) -> String {
         format!("{}expiry", self.prefix)

@@ -22,6 +22,7 @@ mod keys;
 mod subscriber;
 
 use bytes::Bytes;
+use jobwire_core::apikey::ApiKey;
 use jobwire_core::engine::apply::{self, ApplyError};
 use jobwire_core::engine::embedded::Retention;
 use jobwire_core::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
@@ -502,6 +503,86 @@ impl RedisEngine {
     }
 }
 
+/// API keys: a hash per key (`rec` = record JSON, `revoked` = `0`/`1`, so revoking
+/// is one `HSET`) and a set of ids per tenant.
+impl RedisEngine {
+    async fn store_key(&self, key: ApiKey) -> Result<(), HubError> {
+        self.writable()?;
+        let rec = serde_json::to_vec(&key).map_err(storage)?;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(self.keys.api_key(&key.id))
+            .arg("rec")
+            .arg(rec)
+            .arg("revoked")
+            .arg(if key.revoked { "1" } else { "0" })
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.tenant_keys(&key.tenant))
+            .arg(&key.id)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        self.track(r)
+    }
+
+    async fn load_key(&self, id: &str) -> Result<Option<ApiKey>, HubError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<(Option<Vec<u8>>, Option<String>)> = redis::cmd("HMGET")
+            .arg(self.keys.api_key(id))
+            .arg("rec")
+            .arg("revoked")
+            .query_async(&mut conn)
+            .await;
+        let (rec, revoked) = self.track(r)?;
+        let Some(rec) = rec else { return Ok(None) };
+        let mut key: ApiKey = serde_json::from_slice(&rec).map_err(storage)?;
+        key.revoked = revoked.as_deref() == Some("1");
+        Ok(Some(key))
+    }
+
+    async fn tenant_keys(&self, tenant: &str) -> Result<Vec<ApiKey>, HubError> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("SMEMBERS")
+            .arg(self.keys.tenant_keys(tenant))
+            .query_async(&mut conn)
+            .await;
+        let mut ids = self.track(r)?;
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(k) = self.load_key(&id).await?.filter(|k| k.tenant == tenant) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke(&self, tenant: &str, id: &str) -> Result<bool, HubError> {
+        self.writable()?;
+        let mut conn = self.conn.clone();
+        // A key never changes tenant, so membership then HSET needs no transaction.
+        let r: redis::RedisResult<bool> = redis::cmd("SISMEMBER")
+            .arg(self.keys.tenant_keys(tenant))
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+        if !self.track(r)? {
+            return Ok(false);
+        }
+        let r: redis::RedisResult<()> = redis::cmd("HSET")
+            .arg(self.keys.api_key(id))
+            .arg("revoked")
+            .arg("1")
+            .query_async(&mut conn)
+            .await;
+        self.track(r)?;
+        Ok(true)
+    }
+}
+
 impl Engine for RedisEngine {
     fn create(&self, job: NewJob) -> BoxFuture<'_, Result<Created, HubError>> {
         Box::pin(self.create_job(job))
@@ -538,6 +619,26 @@ impl Engine for RedisEngine {
 
     fn unwatch(&self, job_id: &str) {
         self.watcher.unwatch(job_id)
+    }
+
+    fn put_key(&self, key: ApiKey) -> BoxFuture<'_, Result<(), HubError>> {
+        Box::pin(self.store_key(key))
+    }
+
+    fn key_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApiKey>, HubError>> {
+        Box::pin(self.load_key(id))
+    }
+
+    fn list_keys<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<ApiKey>, HubError>> {
+        Box::pin(self.tenant_keys(tenant))
+    }
+
+    fn revoke_key<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, HubError>> {
+        Box::pin(self.revoke(tenant, id))
     }
 
     fn is_ready(&self) -> bool {

@@ -1,7 +1,8 @@
 //! Authentication and the caller's rights: JWT verification (HS256 secret, RS256/ES256
 //! public key, or a JWKS file reloaded when it changes), token extraction
 //! (`Authorization: Bearer`, `?token=`, or the `bearer.<jwt>` WebSocket subprotocol),
-//! scopes, tenant, allow-lists and the Origin allow-list.
+//! scopes, tenant, allow-lists and the Origin allow-list. API keys (`jwk_…`) are
+//! told apart by their prefix and checked by [`crate::apikeys`].
 //!
 //! Without a verifier the server runs in development mode: every caller is
 //! anonymous with every scope, in the default namespace.
@@ -34,6 +35,8 @@ pub enum Scope {
     Watch,
     /// `jobs:publish`: create jobs, publish events, cancel.
     Publish,
+    /// `jobs:admin`: both of the above, and managing the tenant's API keys.
+    Admin,
 }
 
 /// The verified caller.
@@ -43,8 +46,11 @@ pub struct Principal {
     pub sub: Option<String>,
     watch: bool,
     publish: bool,
+    admin: bool,
     /// Token expiry (seconds since the epoch), if any.
     pub expires_at: Option<u64>,
+    /// The id of the API key used, when the caller presented one (not a JWT).
+    pub api_key: Option<String>,
 }
 
 impl Principal {
@@ -55,7 +61,29 @@ impl Principal {
             sub: None,
             watch: true,
             publish: true,
+            admin: true,
             expires_at: None,
+            api_key: None,
+        }
+    }
+
+    /// A caller with these scopes (`jobs:admin` implies the others).
+    pub(crate) fn with_scopes(
+        access: Access,
+        sub: Option<String>,
+        scopes: &[&str],
+        expires_at: Option<u64>,
+        api_key: Option<String>,
+    ) -> Principal {
+        let admin = scopes.contains(&"jobs:admin");
+        Principal {
+            access,
+            sub,
+            watch: admin || scopes.contains(&"jobs:watch"),
+            publish: admin || scopes.contains(&"jobs:publish"),
+            admin,
+            expires_at,
+            api_key,
         }
     }
 
@@ -63,6 +91,7 @@ impl Principal {
         match scope {
             Scope::Watch => self.watch,
             Scope::Publish => self.publish,
+            Scope::Admin => self.admin,
         }
     }
 
@@ -74,6 +103,7 @@ impl Principal {
             let name = match scope {
                 Scope::Watch => "jobs:watch",
                 Scope::Publish => "jobs:publish",
+                Scope::Admin => "jobs:admin",
             };
             Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -259,7 +289,6 @@ impl Verifier {
             .and_then(Value::as_str)
             .map(|s| s.split_whitespace().collect())
             .unwrap_or_default();
-        let admin = scopes.contains(&"jobs:admin");
         let list = |name: &str| -> Option<Vec<String>> {
             claims.get(name).and_then(Value::as_array).map(|a| {
                 a.iter()
@@ -268,17 +297,17 @@ impl Verifier {
                     .collect()
             })
         };
-        Ok(Principal {
-            access: Access {
+        Ok(Principal::with_scopes(
+            Access {
                 tenant: Some(tenant),
                 jobs: list("jobs"),
                 projects: list("projects"),
             },
-            sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            watch: admin || scopes.contains(&"jobs:watch"),
-            publish: admin || scopes.contains(&"jobs:publish"),
-            expires_at: claims.get("exp").and_then(Value::as_u64),
-        })
+            claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            &scopes,
+            claims.get("exp").and_then(Value::as_u64),
+            None,
+        ))
     }
 }
 
@@ -377,6 +406,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        if st.auth.verifier.is_some() {
+            if let Some(key) = crate::apikeys::presented(&parts.headers) {
+                st.auth.check_origin(&parts.headers)?;
+                return st.keys.verify(&st.hub, key).await.map(Caller);
+            }
+        }
         st.auth.authenticate(parts).map(Caller)
     }
 }

@@ -1,5 +1,6 @@
 //! Server settings with their defaults; the binary fills them from flags/env.
 
+use crate::ratelimit::PublishLimit;
 use std::time::Duration;
 
 /// Transport settings.
@@ -21,6 +22,11 @@ pub struct ServerConfig {
     pub sse_keepalive: Duration,
     /// How long shutdown waits for sessions to drain.
     pub shutdown_grace: Duration,
+    /// A connection that has not sent a complete request head (for a WebSocket: the
+    /// upgrade request) within this time is closed; zero turns it off.
+    pub handshake_timeout: Duration,
+    /// Publish rate limit per API key / tenant / IP (off by default).
+    pub publish_limit: PublishLimit,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +40,8 @@ impl Default for ServerConfig {
             max_subscriptions: 1000,
             sse_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            publish_limit: PublishLimit::default(),
         }
     }
 }

@@ -7,29 +7,35 @@
 //!   shutdown future resolves, then drains.
 //! - `config`: [`ServerConfig`] (timeouts, sizes, limits).
 //! - [`auth`]: JWT verification, scopes, tenant, allow-lists, Origin check.
+//! - [`apikeys`]: worker API keys: format, hashing, checking presented keys.
 //! - [`limits`]: connection limits (total, per IP, per tenant).
+//! - [`ratelimit`]: publish rate limits (token bucket per key, tenant or IP).
+//! - `serve`: the accept loop, handshake timeout, connection draining.
 //! - `error`: [`ApiError`], the single mapping from errors to HTTP responses.
-//! - `routes/`: `jobs` (create, get, list, publish, history, cancel), `health`
-//!   (healthz, readyz, metrics, openapi).
+//! - `routes/`: `jobs` (create, get, list, publish, history, cancel), `keys` (API
+//!   key management), `health` (healthz, readyz, metrics, openapi).
 //! - `transport/`: `ws` (single-job and multiplexed WebSockets), `sse`.
 
+pub mod apikeys;
 pub mod auth;
 mod config;
 mod error;
 mod extract;
 pub mod limits;
+pub mod ratelimit;
 mod routes;
+mod serve;
 mod transport;
 
 pub use auth::{AuthConfig, KeySource, Verifier};
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use limits::ConnLimits;
+pub use ratelimit::PublishLimit;
 
 use axum::Router;
 use jobwire_core::Hub;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +49,10 @@ pub struct AppState {
     pub auth: Arc<AuthConfig>,
     /// Streaming connection limits.
     pub limiter: Arc<limits::Limiter>,
+    /// API key checks (with their short record cache).
+    pub keys: Arc<apikeys::KeyVerifier>,
+    /// Publish rate limits (`config.publish_limit`).
+    pub publish_limiter: Arc<ratelimit::PublishLimiter>,
     /// Cancelled when shutdown starts; sessions close themselves (WS 1012, SSE end).
     pub shutdown: CancellationToken,
 }
@@ -51,7 +61,13 @@ impl AppState {
     /// A server without auth (development mode) and without connection limits.
     pub fn new(hub: Arc<Hub>, config: ServerConfig) -> AppState {
         let limiter = limits::Limiter::new(ConnLimits::default(), hub.metrics().clone());
+        let publish_limiter = Arc::new(ratelimit::PublishLimiter::new(
+            config.publish_limit,
+            hub.metrics().clone(),
+        ));
         AppState {
+            keys: Arc::default(),
+            publish_limiter,
             hub,
             config: Arc::new(config),
             auth: Arc::new(AuthConfig::default()),
@@ -89,12 +105,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
+    let handshake_timeout = state.config.handshake_timeout;
     let hub = state.hub.clone();
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let serve =
-        axum::serve(listener, service).with_graceful_shutdown(token.clone().cancelled_owned());
+    let metrics = hub.metrics().clone();
+    let serve = serve::serve(
+        listener,
+        app(state),
+        handshake_timeout,
+        metrics,
+        token.clone(),
+    );
     let drained = tokio::select! {
-        r = serve => { r?; true }
+        () = serve => true,
         _ = async {
             shutdown.await;
             tracing::info!("shutdown: closing sessions and draining");

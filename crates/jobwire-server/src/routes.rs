@@ -2,6 +2,7 @@
 
 mod health;
 mod jobs;
+mod keys;
 
 use crate::error::ApiError;
 use crate::transport::ws;
@@ -10,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use jobwire_proto::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -29,6 +30,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/ws", get(ws::single))
         .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/openapi.json", get(health::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -61,11 +64,12 @@ fn cors(state: &AppState) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(list))
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-api-key"),
             ]),
     )
 }

@@ -11,7 +11,7 @@ pub(crate) struct ServerArg {
     /// Base URL of the jobwire server.
     #[arg(long, env = "JOBWIRE_SERVER", default_value = "http://127.0.0.1:8000")]
     pub(crate) server: String,
-    /// Bearer token (JWT) when the server requires authentication.
+    /// Bearer token (a JWT or a `jwk_…` API key) when the server requires authentication.
     #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
 }
@@ -54,6 +54,14 @@ impl Client {
         let resp = self
             .auth(self.http.post(format!("{}{path}", self.base)))
             .json(body)
+            .send()
+            .await?;
+        Self::decode(resp).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .auth(self.http.delete(format!("{}{path}", self.base)))
             .send()
             .await?;
         Self::decode(resp).await

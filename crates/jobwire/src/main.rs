@@ -1,9 +1,10 @@
 //! The `jobwire` binary: command-line parsing only. `serve` runs the hub
 //! (jobwire-server + jobwire-core); the other commands are HTTP/WebSocket clients of a
-//! running server, for shell scripts, CI jobs and humans.
+//! running server, for shell scripts, CI jobs and humans (`keys` manages worker API keys).
 
 mod client;
 mod demo;
+mod keys;
 mod publish;
 mod serve;
 mod watch;
@@ -45,6 +46,9 @@ enum Command {
     Cancel(publish::CancelArgs),
     /// Publish raw event JSON (an object or an array); `-` reads standard input.
     Publish(publish::RawArgs),
+    /// Manage worker API keys of your tenant (needs a `jobs:admin` token).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
             Command::Fail(a) => publish::fail(a).await.map(|()| ExitCode::SUCCESS),
             Command::Cancel(a) => publish::cancel(a).await.map(|()| ExitCode::SUCCESS),
             Command::Publish(a) => publish::raw(a).await.map(|()| ExitCode::SUCCESS),
+            Command::Keys(c) => keys::run(c).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -7,7 +7,9 @@ use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
 use jobwire_core::{Hub, HubConfig};
 use jobwire_redis::{RedisConfig, RedisEngine};
-use jobwire_server::{AppState, AuthConfig, ConnLimits, KeySource, ServerConfig, Verifier};
+use jobwire_server::{
+    AppState, AuthConfig, ConnLimits, KeySource, PublishLimit, ServerConfig, Verifier,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +73,17 @@ pub(crate) struct ServeArgs {
     /// Most WebSocket + SSE connections per tenant (0: no limit).
     #[arg(long, env = "JOBWIRE_MAX_CONNECTIONS_PER_TENANT", default_value_t = 0)]
     max_connections_per_tenant: usize,
+    /// Publish rate limit per API key (JWT callers: per tenant; development mode: per
+    /// client IP), in events per second; 0 turns it off.
+    #[arg(long, env = "JOBWIRE_PUBLISH_RATE", default_value_t = 0.0)]
+    publish_rate: f64,
+    /// Events a key may publish at once after a quiet period (the bucket size).
+    #[arg(long, env = "JOBWIRE_PUBLISH_BURST", default_value_t = 100)]
+    publish_burst: u32,
+    /// Close connections that have not sent a complete request head (or WebSocket
+    /// upgrade request) within this time; `0s` turns it off.
+    #[arg(long, env = "JOBWIRE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
     /// Log format.
     #[arg(long, env = "JOBWIRE_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -235,7 +248,15 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_subscriptions: a.max_subscriptions,
         sse_keepalive: a.sse_keepalive,
         shutdown_grace: a.shutdown_grace,
+        handshake_timeout: a.handshake_timeout,
+        publish_limit: PublishLimit {
+            rate: a.publish_rate,
+            burst: f64::from(a.publish_burst),
+        },
     };
+    if !(a.publish_rate.is_finite() && a.publish_rate >= 0.0) {
+        anyhow::bail!("--publish-rate must be a number of events per second, 0 or more");
+    }
     let auth = auth_config(&a)?;
     let limits = ConnLimits {
         max_total: a.max_connections,

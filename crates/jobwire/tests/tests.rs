@@ -19,6 +19,9 @@
 //! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
 //!   publishers, an instance killed with SIGKILL, Redis killed and restarted.
 //! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
+//! - `keys`: worker API keys (create, list, revoke, tenant isolation, scopes, both
+//!   engines, across instances, the `jobwire keys` CLI), publish rate limits (429 +
+//!   Retry-After) and the handshake timeout against slow-loris clients.
 
 mod support;
 
@@ -27,5 +30,6 @@ mod auth;
 mod cli;
 mod cluster;
 mod durability;
+mod keys;
 mod sse;
 mod websocket;

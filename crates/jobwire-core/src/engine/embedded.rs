@@ -9,6 +9,7 @@
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
 //! writer.
 
+use crate::apikey::ApiKey;
 use crate::engine::apply::{self, ApplyError};
 use crate::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
 use crate::error::HubError;
@@ -35,6 +36,10 @@ const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new("id
 const CREATES: TableDefinition<&str, &[u8]> = TableDefinition::new("creates");
 /// (expiry time in ms, job id) for terminal jobs, swept by the retention task.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// API key id -> key record JSON ([`ApiKey`]). Written outside the writer thread
+/// (key writes are rare; redb serializes them with the group commits).
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 
 /// Most requests committed in one transaction (one fsync).
 pub const MAX_BATCH: usize = 1024;
@@ -109,6 +114,7 @@ impl Embedded {
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
             txn.open_table(CREATES).map_err(storage)?;
             txn.open_table(EXPIRY).map_err(storage)?;
+            txn.open_table(API_KEYS).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -170,6 +176,31 @@ impl Embedded {
             .map_err(storage)?
     }
 
+    /// Runs `f` in its own durable write transaction on the blocking pool. redb
+    /// allows one write transaction at a time, so this waits for the writer's group.
+    async fn write_keys<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Table<'_, &'static str, &'static [u8]>) -> Result<T, HubError>
+            + Send
+            + 'static,
+    ) -> Result<T, HubError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(HubError::ShuttingDown);
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(storage)?;
+            let out = {
+                let mut table = txn.open_table(API_KEYS).map_err(storage)?;
+                f(&mut table)?
+            };
+            txn.commit().map_err(storage)?;
+            Ok(out)
+        })
+        .await
+        .map_err(storage)?
+    }
+
     /// Deletes terminal jobs whose TTL has passed, now (tests and admin use).
     pub async fn sweep_now(&self) -> Result<(), HubError> {
         self.tx
@@ -220,6 +251,59 @@ impl Engine for Embedded {
         Box::pin(self.read(move |db| read_list(db, &query)))
     }
 
+    fn put_key(&self, key: ApiKey) -> BoxFuture<'_, Result<(), HubError>> {
+        Box::pin(self.write_keys(move |t| {
+            let bytes = serde_json::to_vec(&key).map_err(storage)?;
+            t.insert(key.id.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+            Ok(())
+        }))
+    }
+
+    fn key_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApiKey>, HubError>> {
+        let id = id.to_owned();
+        Box::pin(self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let t = txn.open_table(API_KEYS).map_err(storage)?;
+            read_key(&t, &id)
+        }))
+    }
+
+    fn list_keys<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<ApiKey>, HubError>> {
+        let tenant = tenant.to_owned();
+        Box::pin(self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let t = txn.open_table(API_KEYS).map_err(storage)?;
+            // Keys are few (people create them): a full scan is fine.
+            let mut out = Vec::new();
+            for item in t.iter().map_err(storage)? {
+                let (_, v) = item.map_err(storage)?;
+                let key: ApiKey = serde_json::from_slice(v.value()).map_err(storage)?;
+                if key.tenant == tenant {
+                    out.push(key);
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn revoke_key<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, HubError>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        Box::pin(self.write_keys(move |t| {
+            let Some(mut key) = read_key(t, &id)?.filter(|k| k.tenant == tenant) else {
+                return Ok(false);
+            };
+            key.revoked = true;
+            let bytes = serde_json::to_vec(&key).map_err(storage)?;
+            t.insert(id.as_str(), bytes.as_slice()).map_err(storage)?;
+            Ok(true)
+        }))
+    }
+
     fn is_ready(&self) -> bool {
         !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
     }
@@ -242,6 +326,18 @@ fn read_job(
     id: &str,
 ) -> Result<Option<Job>, HubError> {
     match jobs.get(id).map_err(storage)? {
+        Some(raw) => serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(storage),
+        None => Ok(None),
+    }
+}
+
+fn read_key(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<ApiKey>, HubError> {
+    match keys.get(id).map_err(storage)? {
         Some(raw) => serde_json::from_slice(raw.value())
             .map(Some)
             .map_err(storage),

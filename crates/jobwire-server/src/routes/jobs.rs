@@ -41,10 +41,12 @@ fn invalid_request(e: impl std::fmt::Display) -> ApiError {
 pub(super) async fn create(
     State(st): State<AppState>,
     Caller(caller): Caller,
+    PeerIp(ip): PeerIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Publish)?;
+    st.publish_limiter.charge(&caller, ip, 1)?;
     let value = json_body(body)?;
     let body: CreateBody = if value.is_null() {
         CreateBody::default()
@@ -175,11 +177,13 @@ fn parse_events(value: Value) -> Result<Vec<EventInput>, ApiError> {
 pub(super) async fn publish(
     State(st): State<AppState>,
     Caller(caller): Caller,
+    PeerIp(ip): PeerIp,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Publish)?;
     let events = parse_events(json_body(body)?)?;
+    st.publish_limiter.charge(&caller, ip, events.len())?;
     let seqs = st.hub.publish(&caller.access, &id, events).await?;
     Ok(Json(json!({"job_id": id, "seqs": seqs})).into_response())
 }
@@ -195,10 +199,12 @@ struct CancelBody {
 pub(super) async fn cancel(
     State(st): State<AppState>,
     Caller(caller): Caller,
+    PeerIp(ip): PeerIp,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Publish)?;
+    st.publish_limiter.charge(&caller, ip, 1)?;
     let value = json_body(body)?;
     let body: CancelBody = if value.is_null() {
         CancelBody::default()
