@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`hub`]: the entry point transports call.
+//! - [`channel`]: project and notification channels (keys, notification frames).
 //! - [`access`]: tenant namespaces and allow-lists ([`access::Access`]).
 //! - [`engine`]: the engine trait and its contract; [`engine::embedded`] is the
 //!   durable default (redb + group commit).
@@ -16,6 +17,7 @@
 //! - [`error`]: the [`HubError`] type.
 
 pub mod access;
+pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod hub;
