@@ -4,11 +4,9 @@
 //! [`Registry`].
 
 use crate::access::Access;
-use crate::engine::embedded::{Embedded, Retention};
 use crate::channel::{self, ProjectCatchUp};
-use crate::engine::{
-    Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
-};
+use crate::engine::embedded::{Embedded, Retention};
+use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage};
 use crate::error::HubError;
 use crate::metrics::Metrics;
 use crate::recovery::Replay;

@@ -4,7 +4,7 @@ mod health;
 mod jobs;
 
 use crate::error::ApiError;
-use crate::transport::ws;
+use crate::transport::{channel, ws};
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -29,6 +29,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/ws", get(ws::single))
         .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/projects/{project}/ws", get(channel::project))
+        .route("/v1/notifications/ws", get(channel::notifications))
         .route("/v1/openapi.json", get(health::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

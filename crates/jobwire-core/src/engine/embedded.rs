@@ -9,8 +9,8 @@
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
 //! writer.
 
-use crate::engine::apply::{self, ApplyError};
 use crate::channel;
+use crate::engine::apply::{self, ApplyError};
 use crate::engine::{
     BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
 };
@@ -312,7 +312,11 @@ fn read_notifications(
     let heads = txn.open_table(NOTIFY_HEAD).map_err(storage)?;
     let head = heads.get(owner).map_err(storage)?.map_or(0, |v| v.value());
     let table = txn.open_table(NOTIFY).map_err(storage)?;
-    let start = match table.range((owner, 0)..=(owner, u64::MAX)).map_err(storage)?.next() {
+    let start = match table
+        .range((owner, 0)..=(owner, u64::MAX))
+        .map_err(storage)?
+        .next()
+    {
         Some(item) => item.map_err(storage)?.0.value().1,
         None => head + 1,
     };

@@ -7,6 +7,7 @@ use crate::auth::{Caller, Principal, Scope, WS_PROTOCOL};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::limits::{PeerIp, Permit};
+use crate::transport::channel::Channel;
 use crate::transport::control;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
-use jobwire_core::recovery::Positions;
+use jobwire_core::recovery::{Positions, Replay};
 use jobwire_core::session::{Closed, EventKind, Outbox, Published};
 use jobwire_core::HubError;
 use jobwire_proto::frame::{ClientFrame, ServerFrame, CLIENT_FRAME_TYPES};
@@ -46,13 +47,14 @@ fn upgrade(
 }
 
 /// Checks scope and limits, then upgrades into a [`Session`].
-fn accept(
+pub(super) fn accept(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     st: AppState,
     caller: Principal,
     ip: Option<std::net::IpAddr>,
     main_job: Option<String>,
     since: Option<u64>,
+    channel: Option<Channel>,
 ) -> Result<Response, ApiError> {
     let ws = upgrade(ws)?;
     caller.require(Scope::Watch)?;
@@ -63,7 +65,9 @@ fn accept(
         .max_message_size(max)
         .read_buffer_size(WS_READ_BUFFER)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Session::new(st, socket, caller, permit, main_job).run(since)))
+        .on_upgrade(move |socket| {
+            Session::new(st, socket, caller, permit, main_job, channel).run(since)
+        }))
 }
 
 /// `GET /v1/jobs/{id}/ws?since=N`
@@ -75,7 +79,7 @@ pub(crate) async fn single(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SinceParams>,
 ) -> Result<Response, ApiError> {
-    accept(ws, st, caller, ip, Some(id), q.since)
+    accept(ws, st, caller, ip, Some(id), q.since, None)
 }
 
 /// `GET /v1/ws`
@@ -86,7 +90,7 @@ pub(crate) async fn multiplexed(
     PeerIp(ip): PeerIp,
     ApiQuery(_): ApiQuery<SinceParams>,
 ) -> Result<Response, ApiError> {
-    accept(ws, st, caller, ip, None, None)
+    accept(ws, st, caller, ip, None, None, None)
 }
 
 /// Initial WebSocket read buffer per connection. Client frames are small (subscribe,
@@ -95,7 +99,7 @@ pub(crate) async fn multiplexed(
 const WS_READ_BUFFER: usize = 4096;
 
 /// What the loop does next.
-enum Next {
+pub(super) enum Next {
     Continue,
     /// Send a close frame with this code, then stop.
     Close(CloseCode, &'static str),
@@ -103,18 +107,24 @@ enum Next {
     Stop,
 }
 
-type Step = Result<Next, axum::Error>;
+pub(super) type Step = Result<Next, axum::Error>;
 
-struct Session {
-    st: AppState,
-    socket: WebSocket,
+pub(super) struct Session {
+    pub(super) st: AppState,
+    pub(super) socket: WebSocket,
     /// Who is connected; replaced by a fresh `auth` frame.
-    caller: Principal,
+    pub(super) caller: Principal,
     /// When the caller's token expires (the session closes with 4501 then).
     expires: Option<tokio::time::Instant>,
-    outbox: Arc<Outbox>,
-    /// Last seq sent per watched job, keyed by storage key.
-    positions: Positions,
+    pub(super) outbox: Arc<Outbox>,
+    /// Last seq sent per watched job, keyed by storage key (on a notifications
+    /// socket: the last notification seq, under the channel key).
+    pub(super) positions: Positions,
+    /// Set on a channel socket (project or notifications; see `channel.rs`).
+    pub(super) channel: Option<Channel>,
+    /// The channel's registry key once registered: the one thing to unsubscribe
+    /// (a project socket's positions are jobs it never registered itself).
+    pub(super) channel_key: Option<Arc<str>>,
     /// The public id of a single-job socket's job.
     main_job: Option<String>,
     /// Its storage key: its terminal event closes the socket.
@@ -136,8 +146,12 @@ fn deadline(exp: Option<u64>) -> Option<tokio::time::Instant> {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for job in self.positions.jobs() {
-            self.st.hub.unsubscribe(job, &self.outbox);
+        if let Some(key) = &self.channel_key {
+            self.st.hub.unsubscribe(key, &self.outbox);
+        } else if self.channel.is_none() {
+            for job in self.positions.jobs() {
+                self.st.hub.unsubscribe(job, &self.outbox);
+            }
         }
         self.st.hub.metrics().connections.dec();
     }
@@ -151,7 +165,7 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn text(bytes: Bytes) -> Option<Message> {
+pub(super) fn text(bytes: Bytes) -> Option<Message> {
     Utf8Bytes::try_from(bytes).ok().map(Message::Text)
 }
 
@@ -162,6 +176,7 @@ impl Session {
         caller: Principal,
         permit: Permit,
         main_job: Option<String>,
+        channel: Option<Channel>,
     ) -> Session {
         st.hub.metrics().connections.inc();
         let outbox = st.hub.outbox();
@@ -175,6 +190,8 @@ impl Session {
             caller,
             outbox,
             positions: Positions::default(),
+            channel,
+            channel_key: None,
             main_job,
             main_key,
             buf: Vec::new(),
@@ -196,6 +213,12 @@ impl Session {
     async fn serve(&mut self, since: Option<u64>) -> Step {
         if let Some(job) = self.main_job.clone() {
             match self.subscribe(&job, since).await? {
+                Next::Continue => {}
+                other => return Ok(other),
+            }
+        }
+        if self.channel.is_some() {
+            match self.start_channel().await? {
                 Next::Continue => {}
                 other => return Ok(other),
             }
@@ -254,7 +277,7 @@ impl Session {
         let mut delivered = 0;
         let mut finished = false;
         for p in &buf {
-            if !self.positions.admit(&p.job_id, p.seq) {
+            if !self.positions.admit(&p.job_id, p.seq) && !self.admit_new_project_job(p) {
                 continue;
             }
             if let Some(m) = text(p.bytes.clone()) {
@@ -286,7 +309,7 @@ impl Session {
         }
     }
 
-    async fn on_message(&mut self, m: Message) -> Step {
+    pub(super) async fn on_message(&mut self, m: Message) -> Step {
         match m {
             Message::Text(t) => self.on_text(t.as_str()).await,
             Message::Binary(b) => match std::str::from_utf8(&b) {
@@ -336,6 +359,16 @@ impl Session {
             Err(e) => return self.error(ErrorCode::BadRequest, e.to_string(), None).await,
         };
         match frame {
+            ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. }
+                if self.channel.is_some() =>
+            {
+                let msg = "a channel socket takes only `ping` and `auth` frames";
+                self.error(ErrorCode::BadRequest, msg, None).await
+            }
+            ClientFrame::Resume { .. } => {
+                let msg = "`resume` is only valid as the first frame of a channel socket";
+                self.error(ErrorCode::BadRequest, msg, None).await
+            }
             ClientFrame::Subscribe { job_id, since } => self.subscribe(&job_id, since).await,
             ClientFrame::Unsubscribe { job_id } => {
                 let key = self.caller.access.key(&job_id);
@@ -409,6 +442,23 @@ impl Session {
         // Tracked before replaying so cleanup unsubscribes even if the socket fails;
         // u64::MAX admits no live frame until the replay is done.
         self.positions.track(job_id.clone(), u64::MAX);
+        if let Some(next) = self.send_replay(job, &mut replay).await? {
+            return Ok(next);
+        }
+        self.positions.track(job_id, replay.position());
+        if single && replay.job.status.is_terminal() {
+            return Ok(Next::Close(CloseCode::Normal, "job finished"));
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sends a subscription's catch-up: snapshot, `history_truncated` when needed,
+    /// history pages. `Some(close)` when the history read failed.
+    pub(super) async fn send_replay(
+        &mut self,
+        job: &str,
+        replay: &mut Replay,
+    ) -> Result<Option<Next>, axum::Error> {
         let snapshot = ServerFrame::Snapshot {
             job_id: job.to_owned(),
             seq: replay.job.seq,
@@ -437,23 +487,29 @@ impl Session {
                     self.socket.flush().await?;
                     self.st.hub.metrics().events_delivered.add(n);
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     tracing::error!(error = %e, job, "history read failed during replay");
-                    return Ok(Next::Close(CloseCode::InternalError, "history read failed"));
+                    return Ok(Some(Next::Close(
+                        CloseCode::InternalError,
+                        "history read failed",
+                    )));
                 }
             }
         }
-        self.positions.track(job_id, replay.position());
-        if single && replay.job.status.is_terminal() {
-            return Ok(Next::Close(CloseCode::Normal, "job finished"));
-        }
-        Ok(Next::Continue)
     }
 
     /// `{"type":"auth"}`: a fresh token for the same tenant extends the session.
     async fn reauthenticate(&mut self, token: &str) -> Step {
         match self.st.auth.reauthenticate(token) {
+            Ok(p) if self.channel.is_some() && p.sub != self.caller.sub => {
+                self.error(
+                    ErrorCode::Forbidden,
+                    "the new token is for another user",
+                    None,
+                )
+                .await
+            }
             Ok(p) if p.access.tenant != self.caller.access.tenant => {
                 self.error(
                     ErrorCode::Forbidden,
@@ -474,14 +530,14 @@ impl Session {
         }
     }
 
-    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), axum::Error> {
+    pub(super) async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), axum::Error> {
         match text(control(frame)) {
             Some(m) => self.socket.send(m).await,
             None => Ok(()),
         }
     }
 
-    async fn error(
+    pub(super) async fn error(
         &mut self,
         code: ErrorCode,
         message: impl Into<String>,
