@@ -44,7 +44,7 @@ pub fn plan_replay(
 ) -> (Vec<(Job, Option<u64>)>, u64) {
     // Resumed or unfinished first; then the most recently updated.
     jobs.sort_by(|a, b| {
-        let rank = |j: &Job| !(positions.contains_key(&j.id) || !j.status.is_terminal());
+        let rank = |j: &Job| !positions.contains_key(&j.id) && j.status.is_terminal();
         rank(a)
             .cmp(&rank(b))
             .then_with(|| b.updated_at.cmp(&a.updated_at))
