@@ -533,6 +533,8 @@ async fn health_metrics_and_openapi(engine: Engine) {
         "/v1/jobs/{id}/cancel",
         "/v1/jobs/{id}/ws",
         "/v1/ws",
+        "/v1/projects/{project}/ws",
+        "/v1/notifications/ws",
         "/healthz",
         "/readyz",
         "/metrics",
