@@ -442,3 +442,48 @@ async fn project_channel_across_redis_instances() {
     finish(&p, &a, "x1", false).await;
     assert_eq!(note(&n1.json().await), n(2, "x1", "failed"));
 }
+
+/// Redis restarts under a project watcher: its pub/sub connection comes back, the
+/// socket is closed with 4002 and a resume with positions misses nothing.
+#[tokio::test]
+async fn project_channel_asks_for_resume_after_a_redis_reconnect() {
+    let mut redis = RedisServer::start(true);
+    let s = Server::start_with(Options {
+        engine: Engine::Redis,
+        redis_url: Some(redis.url()),
+        prefix: Some("rs:".into()),
+        auth: Some(AuthSpec::secret(SECRET)),
+        ..Default::default()
+    })
+    .await;
+    let a = tok("acme", "ana");
+    create(&s, &a, "x1", Some("P")).await;
+    let (mut ws, _, _) = open(&s, &a, "/v1/projects/P/ws", json!({"type": "resume"})).await;
+    log(&s, &a, "x1", "before").await;
+    assert_eq!(key(&ws.json().await), k("x1", 2, "log"));
+    redis.restart();
+    assert_eq!(ws.close_code().await, 4002);
+    // Publish once Redis takes writes again, then resume from seq 2.
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let (st, _) = s
+            .post_as(
+                &a,
+                "/v1/jobs/x1/events",
+                json!({"type": "log", "line": "after"}),
+            )
+            .await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resume = json!({"type": "resume", "positions": {"x1": 2}});
+    let (_, replay, _) = open(&s, &a, "/v1/projects/P/ws", resume).await;
+    let got: Vec<_> = replay.iter().map(key).collect();
+    assert_eq!(got, vec![k("x1", 3, "snapshot"), k("x1", 3, "log")]);
+}
