@@ -25,6 +25,7 @@ fn event(job: &str) -> Published {
         seq: 1,
         kind: EventKind::Other,
         bytes: Bytes::from_static(FRAME),
+        project: None,
     }
 }
 

@@ -15,6 +15,10 @@
 //! - **Delivery to watchers.** After `watch(job)` returns, every event of `job`
 //!   committed later reaches the registry (in seq order, possibly more than once;
 //!   sessions drop duplicates by seq).
+//! - **Channels.** `watch` also takes channel keys ([`crate::channel`]): after
+//!   `watch(project key)` every later event of that project's jobs reaches the
+//!   registry under the project key; after `watch(owner key)` every later
+//!   notification of that user does, in notification-seq order.
 //! - **Idempotency.** An input carrying an `event_id` already stored for that job is
 //!   not stored again; its original seq is returned.
 
@@ -42,6 +46,8 @@ pub struct NewJob {
     pub tenant: Option<String>,
     pub project: Option<String>,
     pub metadata: Map<String, Value>,
+    /// The creator's token subject (recorded as [`Job::created_by`]).
+    pub created_by: Option<String>,
 }
 
 /// The result of `create`.
@@ -63,6 +69,17 @@ pub struct HistoryPage {
     pub last_seq: u64,
     /// True when events after `after` were trimmed by retention.
     pub truncated: bool,
+}
+
+/// A page of one user's notification stream (see [`crate::channel`]).
+#[derive(Debug, Clone, Default)]
+pub struct NotificationPage {
+    /// `(notification seq, frame JSON)` with seq > `after`, in order, at most `limit`.
+    pub frames: Vec<(u64, Bytes)>,
+    /// The newest notification seq at the time of the read (0: none yet).
+    pub head: u64,
+    /// The oldest notification seq still kept (head + 1 when none are kept).
+    pub start: u64,
 }
 
 /// Filters for `list`.
@@ -112,6 +129,16 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Lists jobs in id order.
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>>;
+
+    /// Notifications of the user stream `owner` ([`crate::channel::owner_key`]) after
+    /// `after`, read at one point in time. Every engine appends a job's terminal
+    /// event to its creator's stream atomically with the event itself.
+    fn notifications<'a>(
+        &'a self,
+        owner: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<NotificationPage, HubError>>;
 
     /// Makes sure committed events of `job_id` reach this node's registry from now
     /// on (for a networked engine: its channel subscription is confirmed). Called once

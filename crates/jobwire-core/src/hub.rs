@@ -5,8 +5,9 @@
 
 use crate::access::Access;
 use crate::apikey::ApiKey;
+use crate::channel::{self, ProjectCatchUp};
 use crate::engine::embedded::{Embedded, Retention};
-use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage};
 use crate::error::HubError;
 use crate::metrics::Metrics;
 use crate::recovery::Replay;
@@ -15,6 +16,7 @@ use crate::session::Outbox;
 use jobwire_proto::codes::ErrorCode;
 use jobwire_proto::{EventInput, InputError, Job, JobId};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +47,8 @@ pub struct CreateJob {
     pub id: Option<String>,
     pub project: Option<String>,
     pub metadata: Map<String, Value>,
+    /// The creator's token subject; its notifications channel gets the job's end.
+    pub created_by: Option<String>,
 }
 
 /// The job-progress hub.
@@ -111,6 +115,7 @@ impl Hub {
                 tenant: access.tenant.clone(),
                 project: req.project,
                 metadata: req.metadata,
+                created_by: req.created_by,
             })
             .await
     }
@@ -220,6 +225,103 @@ impl Hub {
                 Err(e)
             }
         }
+    }
+
+    /// Registers `outbox` on `project`'s channel, then lists the project's jobs the
+    /// caller may see and plans their catch-up (`positions`: public id -> last seq
+    /// the client has). Registering first makes the catch-up gap-free: an event
+    /// committed after the listing is queued live; one committed before is in the
+    /// replay (both: deduplicated by seq). On error the outbox is not registered.
+    pub async fn subscribe_project(
+        &self,
+        access: &Access,
+        project: &str,
+        outbox: &Arc<Outbox>,
+        positions: &BTreeMap<String, u64>,
+    ) -> Result<ProjectCatchUp, HubError> {
+        JobId::validate(project).map_err(|_| HubError::NotFound)?;
+        if !access.may_use_project(Some(project)) {
+            return Err(HubError::NotFound);
+        }
+        let key = channel::project_key(access.tenant.as_deref(), project);
+        self.registry.add(&key, outbox);
+        if let Err(e) = self.engine.watch(&key).await {
+            self.registry.remove(&key, outbox);
+            return Err(e);
+        }
+        let mut jobs = Vec::new();
+        let mut after = None;
+        loop {
+            let query = ListQuery {
+                project: Some(project.to_owned()),
+                after: after.take(),
+                limit: 1000,
+                ..ListQuery::default()
+            };
+            match self.list(access, query).await {
+                Ok(page) => {
+                    jobs.extend(page.jobs);
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    self.unsubscribe(&key, outbox);
+                    return Err(e);
+                }
+            }
+        }
+        let (jobs, omitted) = channel::plan_replay(jobs, positions, channel::PROJECT_REPLAY_MAX);
+        Ok(ProjectCatchUp {
+            key: Arc::from(key.as_str()),
+            jobs,
+            omitted,
+        })
+    }
+
+    /// The catch-up of one job of a project channel (already registered by
+    /// [`Hub::subscribe_project`]): snapshot, then history after `since`.
+    pub async fn project_job_replay(
+        &self,
+        access: &Access,
+        job: &Job,
+        since: Option<u64>,
+    ) -> Result<Replay, HubError> {
+        let key = access.key(&job.id);
+        let replay = Replay::start(self.engine.clone(), Arc::from(key.as_str()), since).await?;
+        if access.may_see(&replay.job) {
+            Ok(replay)
+        } else {
+            Err(HubError::NotFound)
+        }
+    }
+
+    /// Registers `outbox` on the notifications channel of user `sub` and returns its
+    /// key. Read what was missed with [`Hub::notifications`] after this returns.
+    pub async fn subscribe_notifications(
+        &self,
+        access: &Access,
+        sub: Option<&str>,
+        outbox: &Arc<Outbox>,
+    ) -> Result<Arc<str>, HubError> {
+        let key = channel::owner_key(access.tenant.as_deref(), sub);
+        self.registry.add(&key, outbox);
+        if let Err(e) = self.engine.watch(&key).await {
+            self.registry.remove(&key, outbox);
+            return Err(e);
+        }
+        Ok(Arc::from(key.as_str()))
+    }
+
+    /// A page of the notification stream `key` (from [`Hub::subscribe_notifications`]).
+    pub async fn notifications(
+        &self,
+        key: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<NotificationPage, HubError> {
+        self.engine.notifications(key, after, limit).await
     }
 
     /// Stops watching the job stored under `key` (from [`Replay::key`]).

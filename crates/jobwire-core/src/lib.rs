@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`hub`]: the entry point transports call.
+//! - [`channel`]: project and notification channels (keys, notification frames).
 //! - [`access`]: tenant namespaces and allow-lists ([`access::Access`]).
 //! - [`apikey`]: the stored record of a worker API key ([`apikey::ApiKey`]).
 //! - [`engine`]: the engine trait and its contract; [`engine::embedded`] is the
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod apikey;
+pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod hub;

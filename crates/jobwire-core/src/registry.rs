@@ -77,10 +77,19 @@ impl Registry {
         }
     }
 
-    /// Pushes one committed event to every watcher of its job.
+    /// Pushes one committed event to every watcher of its job, and of its project
+    /// channel when [`Published::project`] is set (the same shared bytes).
     pub fn broadcast(&self, ev: &Published) {
-        let shard = self.shard(&ev.job_id);
-        let Some(list) = shard.get(&ev.job_id) else {
+        self.broadcast_to(&ev.job_id, ev);
+        if let Some(project) = &ev.project {
+            self.broadcast_to(project, ev);
+        }
+    }
+
+    /// Pushes `ev` to every watcher registered under `key` (a job or channel key).
+    pub fn broadcast_to(&self, key: &str, ev: &Published) {
+        let shard = self.shard(key);
+        let Some(list) = shard.get(key) else {
             return;
         };
         for outbox in list {

@@ -29,6 +29,9 @@ pub struct Published {
     pub kind: EventKind,
     /// The event's JSON text, exactly as stored.
     pub bytes: Bytes,
+    /// The project channel key ([`crate::channel::project_key`]) this event also
+    /// fans out to, when the engine delivers it by project in the same push.
+    pub project: Option<Arc<str>>,
 }
 
 /// Result of [`Outbox::push`].
@@ -210,6 +213,7 @@ mod tests {
             seq,
             kind,
             bytes: Bytes::from(format!("{job}:{seq}")),
+            project: None,
         }
     }
 

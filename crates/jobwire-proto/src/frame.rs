@@ -22,10 +22,19 @@ pub enum ClientFrame {
     Ping {},
     /// A fresh token for the same tenant, before the current one expires.
     Auth { token: String },
+    /// First frame of a channel socket (project or notifications): where the client
+    /// was. `positions` = last seq per job id (project channel); `since` = last
+    /// notification seq (notifications channel). Both absent: start fresh.
+    Resume {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        positions: Option<std::collections::BTreeMap<String, u64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
 }
 
 /// The client frame types the server understands.
-pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "auth"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "ping", "auth", "resume"];
 
 /// Control frames the server sends (events are sent as [`crate::Event`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +53,12 @@ pub enum ServerFrame {
         since: u64,
         history_start: u64,
     },
+    /// A channel socket finished its catch-up: `jobs` jobs were replayed and
+    /// `omitted` were left out by the replay bound; live frames follow.
+    Ready { jobs: u64, omitted: u64 },
+    /// Notifications after `since` were trimmed (only the newest are kept); the
+    /// ones from `start` follow.
+    NotificationsTruncated { since: u64, start: u64 },
     /// Reply to `unsubscribe`.
     Unsubscribed { job_id: String },
     /// Reply to `auth`: the new token is in force until `expires_at` (Unix seconds).

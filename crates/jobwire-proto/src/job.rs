@@ -128,6 +128,9 @@ pub struct Job {
     /// Owner tenant; set by the auth layer (a later protocol addition), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The `sub` of the token that created the job (its owner for notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     pub status: JobStatus,
     pub progress: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +170,7 @@ impl Job {
             id,
             project,
             tenant: None,
+            created_by: None,
             status: JobStatus::Pending,
             progress: 0.0,
             stage: None,

@@ -46,6 +46,20 @@ impl Keys {
             .strip_suffix("}:ch")
     }
 
+    /// Pub/sub channel of a project channel key (`jobwire_core::channel`), carrying
+    /// `<seq> <kind> <job storage key> <event JSON>` for every event of its jobs.
+    pub(crate) fn project_channel(&self, key: &str) -> String {
+        format!("{}{{{key}}}:pch", self.prefix)
+    }
+
+    /// The project channel key of a channel name, if it is one of ours.
+    pub(crate) fn project_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('{')?
+            .strip_suffix("}:pch")
+    }
+
     /// Sorted set of all job ids (score 0, listed by lexical range).
     pub(crate) fn index(&self) -> String {
         format!("{}index", self.prefix)
@@ -77,5 +91,8 @@ mod tests {
         assert_eq!(k.job("a.b:c"), "jw:{a.b:c}:job");
         assert_eq!(k.job_of_channel(&k.channel("a.b:c")), Some("a.b:c"));
         assert_eq!(k.job_of_channel("other:{x}:ch"), None);
+        let p = k.project_channel("~p/acme/video");
+        assert_eq!(k.project_of_channel(&p), Some("~p/acme/video"));
+        assert_eq!(k.job_of_channel(&p), None);
     }
 }

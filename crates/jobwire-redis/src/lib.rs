@@ -11,7 +11,10 @@
 //!
 //! Fan-out: one pub/sub connection per instance ([`subscriber`]), one channel per job
 //! with local watchers, reference-counted; missed messages (reconnects, gaps) are
-//! read back from the stream by seq.
+//! read back from the stream by seq. Project channels (`jobwire_core::channel`) get
+//! one extra channel per project, published by the same scripts; a user's
+//! notifications are a stream + channel of their own, written by the publish script
+//! in the same step as the terminal event.
 //!
 //! # Layout
 //! - [`keys`]: key and channel names.
@@ -23,9 +26,12 @@ mod subscriber;
 
 use bytes::Bytes;
 use jobwire_core::apikey::ApiKey;
+use jobwire_core::channel;
 use jobwire_core::engine::apply::{self, ApplyError};
 use jobwire_core::engine::embedded::Retention;
-use jobwire_core::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use jobwire_core::engine::{
+    BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
+};
 use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
 use jobwire_core::session::EventKind;
@@ -271,6 +277,12 @@ impl RedisEngine {
             .arg(created.bytes.as_ref())
             .arg(self.keys.channel(&new.key))
             .arg(&new.key)
+            .arg(
+                created
+                    .project
+                    .as_deref()
+                    .map_or_else(String::new, |p| self.keys.project_channel(p)),
+            )
             .invoke_async(&mut conn)
             .await;
         let Value::Array(parts) = self.track(r)? else {
@@ -354,11 +366,16 @@ impl RedisEngine {
                 String::new()
             };
             let snap = serde_json::to_vec(&job).map_err(storage)?;
+            let owner = apply::owner_route(&job);
+            let project_channel = apply::project_route(&job)
+                .map_or_else(String::new, |p| self.keys.project_channel(&p));
             let mut inv = self.scripts.publish.prepare_invoke();
             inv.key(&job_key)
                 .key(self.keys.events(job_id))
                 .key(&idem_key)
                 .key(self.keys.expiry())
+                .key(self.keys.job(&owner))
+                .key(self.keys.events(&owner))
                 .arg(expected)
                 .arg(job.seq)
                 .arg(snap)
@@ -366,7 +383,10 @@ impl RedisEngine {
                 .arg(self.retention.max_events_per_job.max(1))
                 .arg(expire_at)
                 .arg(job_id)
-                .arg(applied.events.len());
+                .arg(applied.events.len())
+                .arg(project_channel)
+                .arg(self.keys.channel(&owner))
+                .arg(channel::NOTIFICATIONS_KEPT);
             for e in &applied.events {
                 inv.arg(e.published.seq)
                     .arg(kind_char(e.published.kind))
@@ -425,6 +445,55 @@ impl RedisEngine {
             events,
             last_seq,
             truncated,
+        })
+    }
+
+    async fn read_notifications(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<NotificationPage, HubError> {
+        let mut conn = self.conn.clone();
+        let stream = self.keys.events(owner);
+        // MULTI/EXEC: the head and both ranges are read at one point in time.
+        let r: redis::RedisResult<(Option<u64>, Value, Value)> = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(self.keys.job(owner))
+            .arg("seq")
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("{}-0", after.saturating_add(1).min(u64::MAX - 1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await;
+        let (head, first, entries) = self.track(r)?;
+        let head = head.unwrap_or(0);
+        let start = parse_entries(first)
+            .first()
+            .map_or(head + 1, |(seq, _, _)| *seq);
+        let frames = if limit == 0 || after >= head {
+            Vec::new()
+        } else {
+            parse_entries(entries)
+                .into_iter()
+                .filter(|(seq, _, _)| *seq > after && *seq <= head)
+                .map(|(seq, _, json)| (seq, json))
+                .collect()
+        };
+        Ok(NotificationPage {
+            frames,
+            head,
+            start,
         })
     }
 
@@ -611,6 +680,15 @@ impl Engine for RedisEngine {
 
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>> {
         Box::pin(self.read_list(query))
+    }
+
+    fn notifications<'a>(
+        &'a self,
+        owner: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<NotificationPage, HubError>> {
+        Box::pin(self.read_notifications(owner, after, limit))
     }
 
     fn watch<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<(), HubError>> {

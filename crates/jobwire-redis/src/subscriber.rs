@@ -6,6 +6,10 @@
 //! - after a reconnect, every watched job is read back from the stream from the last
 //!   seq delivered, so events published while the connection was down still arrive.
 //!
+//! - project channels (`jobwire_core::channel`) are subscribed once per project with
+//!   local watchers; after a reconnect their sessions are closed with `Resync` so
+//!   clients resume with per-job positions.
+//!
 //! While disconnected, new watches fail (`storage_unavailable`) and existing sessions
 //! stay open; they catch up when the connection returns.
 
@@ -13,6 +17,7 @@ use crate::keys::Keys;
 use crate::{kind_from, parse_entries, RANGE_PAGE};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use jobwire_core::channel;
 use jobwire_core::registry::Registry;
 use jobwire_core::session::{Closed, Published};
 use jobwire_core::HubError;
@@ -89,6 +94,9 @@ struct Subscriber {
     registry: Arc<Registry>,
     timeout: Duration,
     watched: HashMap<String, Watched>,
+    /// Project channel keys with local watchers -> how many (one Redis subscription
+    /// per project per instance, never per client).
+    projects: HashMap<String, usize>,
     healthy: Arc<AtomicBool>,
     rx: mpsc::UnboundedReceiver<Cmd>,
 }
@@ -115,6 +123,7 @@ pub(crate) fn spawn(
         registry,
         timeout,
         watched: HashMap::new(),
+        projects: HashMap::new(),
         healthy: healthy.clone(),
         rx,
     };
@@ -160,6 +169,19 @@ impl Subscriber {
 
     /// Drops one reference; true when the job has no local watcher left.
     fn release(&mut self, job: &str) -> bool {
+        if channel::is_project_key(job) {
+            return match self.projects.get_mut(job) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    self.projects.remove(job);
+                    true
+                }
+                None => false,
+            };
+        }
         match self.watched.get_mut(job) {
             Some(w) if w.refs > 1 => {
                 w.refs -= 1;
@@ -181,7 +203,8 @@ impl Subscriber {
             Err(_) => return Exit::Lost("connect timed out".into()),
         };
         let (mut sink, mut stream) = pubsub.split();
-        let channels: Vec<String> = self.watched.keys().map(|j| self.keys.channel(j)).collect();
+        let mut channels: Vec<String> = self.watched.keys().map(|j| self.keys.channel(j)).collect();
+        channels.extend(self.projects.keys().map(|p| self.keys.project_channel(p)));
         if !channels.is_empty() {
             match tokio::time::timeout(self.timeout, sink.subscribe(channels)).await {
                 Ok(Ok(())) => {}
@@ -196,6 +219,11 @@ impl Subscriber {
                 return Exit::Lost(e.to_string());
             }
         }
+        // A project channel has no stream of its own to catch up from: its sessions
+        // reconnect with their per-job positions (close 4002) and replay from history.
+        for project in self.projects.keys() {
+            self.registry.close_watchers(project, Closed::Resync);
+        }
         if !self.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!(jobs = self.watched.len(), "redis pub/sub connected");
         }
@@ -204,6 +232,28 @@ impl Subscriber {
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     None | Some(Cmd::Stop) => return Exit::Stop,
+                    Some(Cmd::Watch(project, reply)) if channel::is_project_key(&project) => {
+                        if let Some(n) = self.projects.get_mut(&project) {
+                            *n += 1;
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        let ch = self.keys.project_channel(&project);
+                        match tokio::time::timeout(self.timeout, sink.subscribe(&ch)).await {
+                            Ok(Ok(())) => {
+                                self.projects.insert(project, 1);
+                                let _ = reply.send(Ok(()));
+                            }
+                            Ok(Err(e)) => {
+                                let _ = reply.send(Err(unavailable()));
+                                return Exit::Lost(e.to_string());
+                            }
+                            Err(_) => {
+                                let _ = reply.send(Err(unavailable()));
+                                return Exit::Lost("subscribe timed out".into());
+                            }
+                        }
+                    }
                     Some(Cmd::Watch(job, reply)) => {
                         if let Some(w) = self.watched.get_mut(&job) {
                             w.refs += 1;
@@ -243,7 +293,11 @@ impl Subscriber {
                     }
                     Some(Cmd::Unwatch(job)) => {
                         if self.release(&job) {
-                            let ch = self.keys.channel(&job);
+                            let ch = if channel::is_project_key(&job) {
+                                self.keys.project_channel(&job)
+                            } else {
+                                self.keys.channel(&job)
+                            };
                             if let Ok(Err(e)) = tokio::time::timeout(self.timeout, sink.unsubscribe(&ch)).await {
                                 return Exit::Lost(e.to_string());
                             }
@@ -271,6 +325,10 @@ impl Subscriber {
 
     /// One channel message: `<seq> <kind> <event JSON>`.
     async fn on_message(&mut self, channel: &str, payload: &[u8]) -> redis::RedisResult<()> {
+        if let Some(project) = self.keys.project_of_channel(channel) {
+            self.on_project_message(project, payload);
+            return Ok(());
+        }
         let Some(job) = self.keys.job_of_channel(channel) else {
             return Ok(());
         };
@@ -299,6 +357,40 @@ impl Subscriber {
         Ok(())
     }
 
+    /// One project channel message: `<seq> <kind> <job storage key> <event JSON>`.
+    /// Redis delivers a healthy connection's messages in order and without loss, so
+    /// there is nothing to fill; a reconnect closes the project's sessions instead.
+    fn on_project_message(&self, project: &str, payload: &[u8]) {
+        if !self.projects.contains_key(project) {
+            return; // a late message after the last local watcher left
+        }
+        let mut parts = payload.splitn(4, |b| *b == b' ');
+        let (Some(seq), Some(kind), Some(job), Some(json)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            tracing::warn!(project, "malformed project channel message ignored");
+            return;
+        };
+        let (Some(seq), Ok(job)) = (
+            std::str::from_utf8(seq)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok()),
+            std::str::from_utf8(job),
+        ) else {
+            return;
+        };
+        self.registry.broadcast_to(
+            project,
+            &Published {
+                job_id: Arc::from(job),
+                seq,
+                kind: kind_from(kind),
+                bytes: Bytes::copy_from_slice(json),
+                project: None,
+            },
+        );
+    }
+
     fn deliver(
         &mut self,
         job: &str,
@@ -317,6 +409,7 @@ impl Subscriber {
             seq,
             kind,
             bytes,
+            project: None,
         });
     }
 

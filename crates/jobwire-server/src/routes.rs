@@ -5,7 +5,7 @@ mod jobs;
 mod keys;
 
 use crate::error::ApiError;
-use crate::transport::ws;
+use crate::transport::{channel, ws};
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -32,6 +32,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::multiplexed))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/projects/{project}/ws", get(channel::project))
+        .route("/v1/notifications/ws", get(channel::notifications))
         .route("/v1/openapi.json", get(health::openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

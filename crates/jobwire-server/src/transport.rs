@@ -3,8 +3,11 @@
 //!
 //! - [`ws`]: `GET /v1/jobs/{id}/ws` (one job, closes when it ends) and `GET /v1/ws`
 //!   (multiplexed subscribe/unsubscribe).
+//! - [`channel`]: `GET /v1/projects/{project}/ws` and `GET /v1/notifications/ws`,
+//!   channel sockets on the same session loop.
 //! - [`sse`]: `GET /v1/jobs/{id}/events` with `Accept: text/event-stream`.
 
+pub(crate) mod channel;
 pub(crate) mod sse;
 pub(crate) mod ws;
 

@@ -13,6 +13,8 @@
 //!   ordering, publish/subscribe races without gap or duplicate, reconnect with
 //!   `since`, bad frames, heartbeats and idle timeout, slow consumers (coalescing and
 //!   close 4001), terminal close 1000, shutdown close 1012.
+//! - `channels`: project and notification channel sockets on both engines: what
+//!   arrives, tenant/user isolation, allow-lists, lossless resume, two Redis instances.
 //! - `sse`: Server-Sent Events stream, Last-Event-ID resume, end after terminal, 204.
 //! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
@@ -27,6 +29,7 @@ mod support;
 
 mod api;
 mod auth;
+mod channels;
 mod cli;
 mod cluster;
 mod durability;

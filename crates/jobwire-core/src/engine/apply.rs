@@ -2,6 +2,7 @@
 //! seqs, folding them into the snapshot, serializing each event once, and trimming
 //! history. Every engine calls these so the state machine lives in one place.
 
+use crate::channel;
 use crate::engine::NewJob;
 use crate::error::HubError;
 use crate::session::{EventKind, Published};
@@ -62,6 +63,7 @@ pub fn apply_inputs<E>(
 ) -> Result<Applied, ApplyError<E>> {
     // Fan-out is routed by storage key; the event itself carries the public id.
     let shared_id: Arc<str> = Arc::from(key);
+    let project = project_route(job);
     let mut out = Applied {
         seqs: Vec::with_capacity(inputs.len()),
         events: Vec::with_capacity(inputs.len()),
@@ -105,6 +107,7 @@ pub fn apply_inputs<E>(
                 seq: ev.seq,
                 kind,
                 bytes,
+                project: project.clone(),
             },
             event_id: ev.event_id,
         });
@@ -133,6 +136,7 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
     let (id, project, metadata) = (new.id.as_str(), new.project.clone(), new.metadata.clone());
     let mut job = Job::new(id.to_owned(), project.clone(), now);
     job.tenant.clone_from(&new.tenant);
+    job.created_by.clone_from(&new.created_by);
     let ev = Event {
         body: EventBody::Created { project },
         job_id: id.to_owned(),
@@ -144,6 +148,7 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
     };
     job.apply(&ev);
     let bytes = serialize(&ev)?;
+    let project = project_route(&job);
     Ok((
         job,
         Published {
@@ -151,8 +156,21 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
             seq: 1,
             kind: EventKind::Other,
             bytes,
+            project,
         },
     ))
+}
+
+/// The project channel key a job's events also fan out to.
+pub fn project_route(job: &Job) -> Option<Arc<str>> {
+    job.project
+        .as_deref()
+        .map(|p| Arc::from(channel::project_key(job.tenant.as_deref(), p).as_str()))
+}
+
+/// The notification stream key of a job's creator.
+pub fn owner_route(job: &Job) -> String {
+    channel::owner_key(job.tenant.as_deref(), job.created_by.as_deref())
 }
 
 /// The canonical text of a create request, to tell an identical retry from a conflict.

@@ -10,12 +10,15 @@
 //! writer.
 
 use crate::apikey::ApiKey;
+use crate::channel;
 use crate::engine::apply::{self, ApplyError};
-use crate::engine::{BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob};
+use crate::engine::{
+    BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
+};
 use crate::error::HubError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::session::Published;
+use crate::session::{EventKind, Published};
 use bytes::Bytes;
 use jobwire_proto::{EventInput, Job, Timestamp};
 use redb::{Database, ReadableTable, Table, TableDefinition};
@@ -40,6 +43,10 @@ const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 /// API key id -> key record JSON ([`ApiKey`]). Written outside the writer thread
 /// (key writes are rare; redb serializes them with the group commits).
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// (owner key, notification seq) -> notification frame JSON (see `crate::channel`).
+const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
+/// Owner key -> its last notification seq.
+const NOTIFY_HEAD: TableDefinition<&str, u64> = TableDefinition::new("notification_heads");
 
 /// Most requests committed in one transaction (one fsync).
 pub const MAX_BATCH: usize = 1024;
@@ -115,6 +122,8 @@ impl Embedded {
             txn.open_table(CREATES).map_err(storage)?;
             txn.open_table(EXPIRY).map_err(storage)?;
             txn.open_table(API_KEYS).map_err(storage)?;
+            txn.open_table(NOTIFY).map_err(storage)?;
+            txn.open_table(NOTIFY_HEAD).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -304,6 +313,16 @@ impl Engine for Embedded {
         }))
     }
 
+    fn notifications<'a>(
+        &'a self,
+        owner: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<NotificationPage, HubError>> {
+        let owner = owner.to_owned();
+        Box::pin(self.read(move |db| read_notifications(db, &owner, after, limit)))
+    }
+
     fn is_ready(&self) -> bool {
         !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
     }
@@ -378,6 +397,43 @@ fn read_history(
     })
 }
 
+fn read_notifications(
+    db: &Database,
+    owner: &str,
+    after: u64,
+    limit: usize,
+) -> Result<NotificationPage, HubError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let heads = txn.open_table(NOTIFY_HEAD).map_err(storage)?;
+    let head = heads.get(owner).map_err(storage)?.map_or(0, |v| v.value());
+    let table = txn.open_table(NOTIFY).map_err(storage)?;
+    let start = match table
+        .range((owner, 0)..=(owner, u64::MAX))
+        .map_err(storage)?
+        .next()
+    {
+        Some(item) => item.map_err(storage)?.0.value().1,
+        None => head + 1,
+    };
+    let mut frames = Vec::new();
+    let from = after.saturating_add(1);
+    if from <= head && limit > 0 {
+        for item in table
+            .range((owner, from)..=(owner, head))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(storage)?;
+            frames.push((k.value().1, Bytes::copy_from_slice(v.value())));
+        }
+    }
+    Ok(NotificationPage {
+        frames,
+        head,
+        start,
+    })
+}
+
 fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
     let txn = db.begin_read().map_err(storage)?;
     let jobs = txn.open_table(JOBS).map_err(storage)?;
@@ -431,6 +487,8 @@ struct Tables<'t> {
     idem: Table<'t, (&'static str, &'static str), u64>,
     creates: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (u64, &'static str), ()>,
+    notify: Table<'t, (&'static str, u64), &'static [u8]>,
+    notify_head: Table<'t, &'static str, u64>,
 }
 
 /// Outcome of one request inside a group: refused (reply now, nothing changed) or a
@@ -578,6 +636,8 @@ impl Writer {
                 idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
                 creates: txn.open_table(CREATES).map_err(storage)?,
                 expiry: txn.open_table(EXPIRY).map_err(storage)?,
+                notify: txn.open_table(NOTIFY).map_err(storage)?,
+                notify_head: txn.open_table(NOTIFY_HEAD).map_err(storage)?,
             };
             let now = Timestamp::now();
             for req in batch.drain(..) {
@@ -693,13 +753,36 @@ impl Writer {
             t.events
                 .retain_in((job_id, from)..(job_id, to), |_, _| false)?;
         }
+        let mut notification = None;
         if job.status.is_terminal() && !applied.events.is_empty() {
             let at = now.plus(self.retention.terminal_ttl).as_millis();
             t.expiry.insert((at, job_id), ())?;
+            // The terminal event is the last one; its creator is notified in the
+            // same transaction, so a notification exists iff the event does.
+            if let Some(last) = applied.events.last() {
+                let owner = apply::owner_route(&job);
+                let head = t.notify_head.get(owner.as_str())?.map_or(0, |v| v.value());
+                let seq = head + 1;
+                let frame = channel::notification_frame(seq, &last.published.bytes);
+                t.notify.insert((owner.as_str(), seq), frame.as_ref())?;
+                t.notify_head.insert(owner.as_str(), seq)?;
+                if seq > channel::NOTIFICATIONS_KEPT {
+                    t.notify
+                        .remove((owner.as_str(), seq - channel::NOTIFICATIONS_KEPT))?;
+                }
+                notification = Some(Published {
+                    job_id: Arc::from(owner.as_str()),
+                    seq,
+                    kind: EventKind::Terminal,
+                    bytes: frame,
+                    project: None,
+                });
+            }
         }
         group
             .fanout
             .extend(applied.events.into_iter().map(|e| e.published));
+        group.fanout.extend(notification);
         group.dirty.insert(job_id.to_owned(), job);
         Ok(applied.seqs)
     }

@@ -65,6 +65,7 @@ pub(super) async fn create(
                 id: body.id,
                 project: body.project,
                 metadata: body.metadata,
+                created_by: caller.sub.clone(),
             },
         )
         .await?;

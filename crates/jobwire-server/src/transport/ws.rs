@@ -7,6 +7,7 @@ use crate::auth::{Caller, Principal, Scope, WS_PROTOCOL};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::limits::{PeerIp, Permit};
+use crate::transport::channel::Channel;
 use crate::transport::control;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
-use jobwire_core::recovery::Positions;
+use jobwire_core::recovery::{Positions, Replay};
 use jobwire_core::session::{Closed, EventKind, Outbox, Published};
 use jobwire_core::HubError;
 use jobwire_proto::frame::{ClientFrame, ServerFrame, CLIENT_FRAME_TYPES};
@@ -46,13 +47,14 @@ fn upgrade(
 }
 
 /// Checks scope and limits, then upgrades into a [`Session`].
-fn accept(
+pub(super) fn accept(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     st: AppState,
     caller: Principal,
     ip: Option<std::net::IpAddr>,
     main_job: Option<String>,
     since: Option<u64>,
+    channel: Option<Channel>,
 ) -> Result<Response, ApiError> {
     let ws = upgrade(ws)?;
     caller.require(Scope::Watch)?;
@@ -63,7 +65,9 @@ fn accept(
         .max_message_size(max)
         .read_buffer_size(WS_READ_BUFFER)
         .max_frame_size(max)
-        .on_upgrade(move |socket| Session::new(st, socket, caller, permit, main_job).run(since)))
+        .on_upgrade(move |socket| {
+            Session::new(st, socket, caller, permit, main_job, channel).run(since)
+        }))
 }
 
 /// `GET /v1/jobs/{id}/ws?since=N`
@@ -75,7 +79,7 @@ pub(crate) async fn single(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SinceParams>,
 ) -> Result<Response, ApiError> {
-    accept(ws, st, caller, ip, Some(id), q.since)
+    accept(ws, st, caller, ip, Some(id), q.since, None)
 }
 
 /// `GET /v1/ws`
@@ -86,7 +90,7 @@ pub(crate) async fn multiplexed(
     PeerIp(ip): PeerIp,
     ApiQuery(_): ApiQuery<SinceParams>,
 ) -> Result<Response, ApiError> {
-    accept(ws, st, caller, ip, None, None)
+    accept(ws, st, caller, ip, None, None, None)
 }
 
 /// WebSocket read buffer per connection (and the most one read syscall takes).
@@ -96,7 +100,7 @@ pub(crate) async fn multiplexed(
 const WS_READ_BUFFER: usize = 256;
 
 /// What the loop does next.
-enum Next {
+pub(super) enum Next {
     Continue,
     /// Send a close frame with this code, then stop.
     Close(CloseCode, &'static str),
@@ -104,18 +108,24 @@ enum Next {
     Stop,
 }
 
-type Step = Result<Next, axum::Error>;
+pub(super) type Step = Result<Next, axum::Error>;
 
-struct Session {
-    st: AppState,
-    socket: WebSocket,
+pub(super) struct Session {
+    pub(super) st: AppState,
+    pub(super) socket: WebSocket,
     /// Who is connected; replaced by a fresh `auth` frame.
-    caller: Principal,
+    pub(super) caller: Principal,
     /// When the caller's token expires (the session closes with 4501 then).
     expires: Option<tokio::time::Instant>,
-    outbox: Arc<Outbox>,
-    /// Last seq sent per watched job, keyed by storage key.
-    positions: Positions,
+    pub(super) outbox: Arc<Outbox>,
+    /// Last seq sent per watched job, keyed by storage key (on a notifications
+    /// socket: the last notification seq, under the channel key).
+    pub(super) positions: Positions,
+    /// Set on a channel socket (project or notifications; see `channel.rs`).
+    pub(super) channel: Option<Channel>,
+    /// The channel's registry key once registered: the one thing to unsubscribe
+    /// (a project socket's positions are jobs it never registered itself).
+    pub(super) channel_key: Option<Arc<str>>,
     /// The public id of a single-job socket's job.
     main_job: Option<String>,
     /// Its storage key: its terminal event closes the socket.
@@ -137,8 +147,12 @@ fn deadline(exp: Option<u64>) -> Option<tokio::time::Instant> {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for job in self.positions.jobs() {
-            self.st.hub.unsubscribe(job, &self.outbox);
+        if let Some(key) = &self.channel_key {
+            self.st.hub.unsubscribe(key, &self.outbox);
+        } else if self.channel.is_none() {
+            for job in self.positions.jobs() {
+                self.st.hub.unsubscribe(job, &self.outbox);
+            }
         }
         self.st.hub.metrics().connections.dec();
     }
@@ -168,7 +182,7 @@ impl Expiry {
     }
 }
 
-fn text(bytes: Bytes) -> Option<Message> {
+pub(super) fn text(bytes: Bytes) -> Option<Message> {
     Utf8Bytes::try_from(bytes).ok().map(Message::Text)
 }
 
@@ -179,6 +193,7 @@ impl Session {
         caller: Principal,
         permit: Permit,
         main_job: Option<String>,
+        channel: Option<Channel>,
     ) -> Session {
         st.hub.metrics().connections.inc();
         let outbox = st.hub.outbox();
@@ -192,6 +207,8 @@ impl Session {
             caller,
             outbox,
             positions: Positions::default(),
+            channel,
+            channel_key: None,
             main_job,
             main_key,
             buf: Vec::new(),
@@ -215,6 +232,12 @@ impl Session {
             // Boxed: the subscribe (history replay) future is large and runs once; kept
             // inline it would size every idle connection's task for its worst case.
             match Box::pin(self.subscribe(&job, since)).await? {
+                Next::Continue => {}
+                other => return Ok(other),
+            }
+        }
+        if self.channel.is_some() {
+            match self.start_channel().await? {
                 Next::Continue => {}
                 other => return Ok(other),
             }
@@ -281,7 +304,7 @@ impl Session {
         let mut delivered = 0;
         let mut finished = false;
         for p in &buf {
-            if !self.positions.admit(&p.job_id, p.seq) {
+            if !self.positions.admit(&p.job_id, p.seq) && !self.admit_new_project_job(p) {
                 continue;
             }
             if let Some(m) = text(p.bytes.clone()) {
@@ -313,7 +336,7 @@ impl Session {
         }
     }
 
-    async fn on_message(&mut self, m: Message) -> Step {
+    pub(super) async fn on_message(&mut self, m: Message) -> Step {
         match m {
             Message::Text(t) => self.on_text(t.as_str()).await,
             Message::Binary(b) => match std::str::from_utf8(&b) {
@@ -363,6 +386,16 @@ impl Session {
             Err(e) => return self.error(ErrorCode::BadRequest, e.to_string(), None).await,
         };
         match frame {
+            ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. }
+                if self.channel.is_some() =>
+            {
+                let msg = "a channel socket takes only `ping` and `auth` frames";
+                self.error(ErrorCode::BadRequest, msg, None).await
+            }
+            ClientFrame::Resume { .. } => {
+                let msg = "`resume` is only valid as the first frame of a channel socket";
+                self.error(ErrorCode::BadRequest, msg, None).await
+            }
             ClientFrame::Subscribe { job_id, since } => self.subscribe(&job_id, since).await,
             ClientFrame::Unsubscribe { job_id } => {
                 let key = self.caller.access.key(&job_id);
@@ -436,6 +469,23 @@ impl Session {
         // Tracked before replaying so cleanup unsubscribes even if the socket fails;
         // u64::MAX admits no live frame until the replay is done.
         self.positions.track(job_id.clone(), u64::MAX);
+        if let Some(next) = self.send_replay(job, &mut replay).await? {
+            return Ok(next);
+        }
+        self.positions.track(job_id, replay.position());
+        if single && replay.job.status.is_terminal() {
+            return Ok(Next::Close(CloseCode::Normal, "job finished"));
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sends a subscription's catch-up: snapshot, `history_truncated` when needed,
+    /// history pages. `Some(close)` when the history read failed.
+    pub(super) async fn send_replay(
+        &mut self,
+        job: &str,
+        replay: &mut Replay,
+    ) -> Result<Option<Next>, axum::Error> {
         let snapshot = ServerFrame::Snapshot {
             job_id: job.to_owned(),
             seq: replay.job.seq,
@@ -464,23 +514,29 @@ impl Session {
                     self.socket.flush().await?;
                     self.st.hub.metrics().events_delivered.add(n);
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     tracing::error!(error = %e, job, "history read failed during replay");
-                    return Ok(Next::Close(CloseCode::InternalError, "history read failed"));
+                    return Ok(Some(Next::Close(
+                        CloseCode::InternalError,
+                        "history read failed",
+                    )));
                 }
             }
         }
-        self.positions.track(job_id, replay.position());
-        if single && replay.job.status.is_terminal() {
-            return Ok(Next::Close(CloseCode::Normal, "job finished"));
-        }
-        Ok(Next::Continue)
     }
 
     /// `{"type":"auth"}`: a fresh token for the same tenant extends the session.
     async fn reauthenticate(&mut self, token: &str) -> Step {
         match self.st.auth.reauthenticate(token) {
+            Ok(p) if self.channel.is_some() && p.sub != self.caller.sub => {
+                self.error(
+                    ErrorCode::Forbidden,
+                    "the new token is for another user",
+                    None,
+                )
+                .await
+            }
             Ok(p) if p.access.tenant != self.caller.access.tenant => {
                 self.error(
                     ErrorCode::Forbidden,
@@ -501,14 +557,14 @@ impl Session {
         }
     }
 
-    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), axum::Error> {
+    pub(super) async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), axum::Error> {
         match text(control(frame)) {
             Some(m) => self.socket.send(m).await,
             None => Ok(()),
         }
     }
 
-    async fn error(
+    pub(super) async fn error(
         &mut self,
         code: ErrorCode,
         message: impl Into<String>,

@@ -535,6 +535,8 @@ async fn health_metrics_and_openapi(engine: Engine) {
         "/v1/ws",
         "/v1/keys",
         "/v1/keys/{id}",
+        "/v1/projects/{project}/ws",
+        "/v1/notifications/ws",
         "/healthz",
         "/readyz",
         "/metrics",
