@@ -694,3 +694,95 @@ async fn watch_cli_exits_4_on_a_refused_token_instead_of_retrying() {
         crate::support::cli(&["watch", "w", "--server", &s.base, "--token", &other]).await;
     assert_eq!(code, 3);
 }
+
+/// A flood of refused handshakes, raw junk bytes and junk frames does not stop a
+/// good watcher from getting every event in order, nor the server from answering.
+#[tokio::test]
+async fn good_clients_are_served_through_a_flood_of_bad_handshakes_and_junk() {
+    use tokio::io::AsyncWriteExt;
+    let s = secured().await;
+    let good = token("acme", "jobs:admin");
+    s.post_as(&good, "/v1/jobs", json!({"id": "steady"})).await;
+    let mut watcher = Ws::try_connect(
+        &format!("{}?token={good}", s.ws_url("/v1/jobs/steady/ws")),
+        &[],
+    )
+    .await
+    .expect("good watcher");
+    assert_eq!(watcher.json().await["type"], "snapshot");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    // Refused handshakes: forged tokens, no token, wrong scope.
+    for i in 0..8 {
+        let (url, stop) = (s.ws_url("/v1/jobs/steady/ws"), stop.clone());
+        let bad = [
+            format!("{url}?token=forged.{i}.x"),
+            url.clone(),
+            format!("{url}?token={}", token("acme", "jobs:publish")),
+        ];
+        flood.push(tokio::spawn(async move {
+            let mut refused = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for u in &bad {
+                    if let Err(code) = Ws::try_connect(u, &[]).await {
+                        assert!(code == 401 || code == 403, "{code}");
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        }));
+    }
+    // Raw junk on TCP, and WebSocket junk frames on accepted sockets.
+    for _ in 0..4 {
+        let (addr, stop) = (s.addr, stop.clone());
+        let ws = format!("{}?token={good}", s.ws_url("/v1/ws"));
+        flood.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
+                    let _ = tcp.write_all(b"\x16\x03\x01 not http at all\r\n\r\n").await;
+                }
+                if let Ok(mut junk) = Ws::try_connect(&ws, &[]).await {
+                    junk.send_text("{not json").await;
+                    junk.send_text(r#"{"type":"subscribe"}"#).await;
+                    junk.send_text(&"x".repeat(200_000)).await;
+                    assert_eq!(junk.json().await["type"], "error");
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        let (st, _) = s
+            .post_as(
+                &good,
+                "/v1/jobs/steady/events",
+                json!({"type": "log", "line": format!("l{i}")}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let v = watcher.json().await;
+        assert_eq!(
+            (v["type"].as_str(), v["line"].as_str()),
+            (Some("log"), Some(format!("l{i}").as_str()))
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.get("/healthz").await.0, StatusCode::OK);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for f in flood {
+        total += f.await.expect("flood task");
+    }
+    assert!(total > 100, "the flood was real: {total} bad attempts");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "events kept flowing during the flood"
+    );
+    assert!(s.metric("jobwire_client_errors_total").await >= 50.0);
+}
