@@ -7,6 +7,8 @@
 //! - `many-jobs`: fanout over 10,000 jobs with one watcher each.
 //! - `ingest`: closed-loop publishers; acknowledged (durable) events/s.
 //! - `replay`: fill J jobs with E events, then W clients replay with `since` at once.
+//! - `floor`: the kernel's cost of one small loopback send, without jobwire: the
+//!   yardstick for the server's CPU per delivery.
 //!
 //! With `--server-pid`, every scenario reports server CPU (utime + stime) and RSS
 //! over its measured window. Output: one JSON line, then a readable summary. The
@@ -86,6 +88,9 @@ enum Cmd {
     Ingest(scenarios::ingest::IngestArgs),
     /// Fill jobs with history, then many clients replay it at once.
     Replay(scenarios::replay::ReplayArgs),
+    /// The kernel's CPU cost of one small loopback TCP send (no server involved):
+    /// the yardstick for CPU per delivery.
+    Floor(scenarios::floor::FloorArgs),
 }
 
 /// What every scenario needs.
@@ -169,6 +174,7 @@ async fn run(cli: Cli, nofile: u64) -> Result<bool> {
         Cmd::ManyJobs(a) => scenarios::fanout::run(&ctx, a.into_params(), "many-jobs").await?,
         Cmd::Ingest(a) => scenarios::ingest::run(&ctx, a).await?,
         Cmd::Replay(a) => scenarios::replay::run(&ctx, a).await?,
+        Cmd::Floor(a) => scenarios::floor::run(&ctx, a).await?,
     };
     let env = json!({
         "loadavg_start": load_start,

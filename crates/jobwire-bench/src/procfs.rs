@@ -45,6 +45,11 @@ fn cpu_ticks(stat: &str) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// utime + stime of a /proc stat line (process or thread), in seconds.
+pub(crate) fn cpu_seconds(stat: &str) -> Result<f64> {
+    Ok(cpu_ticks(stat)? as f64 / clk_tck())
+}
+
 fn vm_rss_kib(status: &str) -> Result<u64> {
     for line in status.lines() {
         if let Some(v) = line.strip_prefix("VmRSS:") {

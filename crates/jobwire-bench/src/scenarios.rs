@@ -1,6 +1,7 @@
 //! The scenarios, and the connect phase they share.
 
 pub(crate) mod fanout;
+pub(crate) mod floor;
 pub(crate) mod idle;
 pub(crate) mod ingest;
 pub(crate) mod replay;

@@ -237,7 +237,8 @@ impl Session {
             }
         }
         if self.channel.is_some() {
-            match self.start_channel().await? {
+            // Boxed like `subscribe`: a one-off catch-up must not size the idle task.
+            match Box::pin(self.start_channel()).await? {
                 Next::Continue => {}
                 other => return Ok(other),
             }
