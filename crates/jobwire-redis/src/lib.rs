@@ -19,10 +19,14 @@
 //! # Layout
 //! - [`keys`]: key and channel names.
 //! - [`subscriber`]: the pub/sub task, gap filling and resync after reconnects.
+//! - [`tls`]: `rediss://` settings (CA file, client certificate).
 //! - `scripts/*.lua`: create, publish (CAS), history read, retention sweep.
 
 mod keys;
 mod subscriber;
+mod tls;
+
+pub use tls::RedisTls;
 
 use bytes::Bytes;
 use jobwire_core::apikey::ApiKey;
@@ -42,6 +46,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +60,10 @@ pub(crate) const RANGE_PAGE: usize = 500;
 /// Redis engine settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port/db` (TLS `rediss://` needs a TLS build, see docs).
+    /// `redis://[[user]:password@]host:port/db`, or `rediss://…` for TLS.
     pub url: String,
+    /// CA and client certificate files for `rediss://` (see [`RedisTls`]).
+    pub tls: RedisTls,
     /// Prefix of every key and channel.
     pub prefix: String,
     pub retention: Retention,
@@ -68,11 +75,45 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> RedisConfig {
         RedisConfig {
             url: url.into(),
+            tls: RedisTls::default(),
             prefix: "jobwire:".into(),
             retention: Retention::default(),
             command_timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// Why [`RedisEngine::connect`] failed. The redis-rs errors are shown in the message
+/// rather than as `source()`, because redis-rs repeats its inner error as its own source
+/// (error chains would print it twice).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(redis::RedisError),
+    #[error("a CA file or client certificate was given but the Redis URL is not rediss:// (TLS)")]
+    TlsNeedsRediss,
+    #[error("a client certificate needs its key and a key needs its certificate")]
+    IncompleteClientCert,
+    #[error("cannot read the Redis {what} {}", path.display())]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Redis TLS files (expected PEM): {0}")]
+    TlsConfig(redis::RedisError),
+    #[error(
+        "TLS handshake with Redis failed: {0} (is the server certificate signed by the CA \
+         given with --redis-ca-file, or by one in the system store, and does it name the \
+         host in the URL?)"
+    )]
+    TlsHandshake(redis::RedisError),
+    #[error("cannot connect to Redis: {0}")]
+    Connect(redis::RedisError),
+    #[error("the Redis pub/sub connection did not open within the timeout")]
+    PubSub,
 }
 
 struct Scripts {
@@ -167,8 +208,12 @@ impl RedisEngine {
         config: RedisConfig,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<RedisEngine>, HubError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(storage)?;
+    ) -> Result<Arc<RedisEngine>, ConnectError> {
+        let client = tls::client(&config.url, &config.tls, redis::ProtocolVersion::RESP2)?;
+        let is_tls = matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        );
         let cm = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.command_timeout))
             .set_response_timeout(Some(config.command_timeout))
@@ -176,7 +221,13 @@ impl RedisEngine {
         let conn = client
             .get_connection_manager_with_config(cm)
             .await
-            .map_err(storage)?;
+            .map_err(|e| {
+                if is_tls && tls::is_tls_failure(&e) {
+                    ConnectError::TlsHandshake(e)
+                } else {
+                    ConnectError::Connect(e)
+                }
+            })?;
         let keys = Keys::new(&config.prefix);
         let watcher = subscriber::spawn(
             client,
@@ -187,7 +238,7 @@ impl RedisEngine {
         );
         if !watcher.wait_connected(config.command_timeout).await {
             watcher.stop();
-            return Err(storage("could not open the Redis pub/sub connection"));
+            return Err(ConnectError::PubSub);
         }
         let engine = Arc::new(RedisEngine {
             conn,

@@ -20,6 +20,9 @@
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
 //! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
 //!   publishers, an instance killed with SIGKILL, Redis killed and restarted.
+//! - `redis_tls`: `rediss://` against a TLS-only redis-server with a CA generated at
+//!   run time: two instances, password in the URL, mutual TLS, and misconfigurations
+//!   (no CA, another CA, wrong name, wrong password) failing fast with clear errors.
 //! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
 //! - `keys`: worker API keys (create, list, revoke, tenant isolation, scopes, both
 //!   engines, across instances, the `jobwire keys` CLI), publish rate limits (429 +
@@ -34,5 +37,6 @@ mod cli;
 mod cluster;
 mod durability;
 mod keys;
+mod redis_tls;
 mod sse;
 mod websocket;
