@@ -19,9 +19,11 @@
 //! # Layout
 //! - [`keys`]: key and channel names.
 //! - [`subscriber`]: the pub/sub task, gap filling and resync after reconnects.
+//! - [`feed`]: its connection: classic (`SUBSCRIBE`) or sharded (`SSUBSCRIBE`, RESP3).
 //! - [`tls`]: `rediss://` settings (CA file, client certificate).
 //! - `scripts/*.lua`: create, publish (CAS), history read, retention sweep.
 
+mod feed;
 mod keys;
 mod subscriber;
 mod tls;
@@ -69,6 +71,9 @@ pub struct RedisConfig {
     pub retention: Retention,
     /// Connect and per-command timeout; past it a publish fails with 503.
     pub command_timeout: Duration,
+    /// Sharded pub/sub (Redis 7+): the scripts `SPUBLISH` and the subscriber
+    /// `SSUBSCRIBE`s, each job's channel in its job's hash slot.
+    pub sharded_pubsub: bool,
 }
 
 impl RedisConfig {
@@ -79,6 +84,7 @@ impl RedisConfig {
             prefix: "jobwire:".into(),
             retention: Retention::default(),
             command_timeout: Duration::from_secs(2),
+            sharded_pubsub: false,
         }
     }
 }
@@ -126,6 +132,8 @@ struct Scripts {
 /// The Redis engine.
 pub struct RedisEngine {
     conn: ConnectionManager,
+    /// What the scripts publish with: `PUBLISH`, or `SPUBLISH` for sharded pub/sub.
+    publish_cmd: &'static str,
     keys: Keys,
     retention: Retention,
     scripts: Scripts,
@@ -229,8 +237,15 @@ impl RedisEngine {
                 }
             })?;
         let keys = Keys::new(&config.prefix);
+        // Sharded pub/sub needs RESP3 push messages on the subscriber's connection.
+        let pubsub_client = if config.sharded_pubsub {
+            tls::client(&config.url, &config.tls, redis::ProtocolVersion::RESP3)?
+        } else {
+            client
+        };
         let watcher = subscriber::spawn(
-            client,
+            pubsub_client,
+            config.sharded_pubsub,
             conn.clone(),
             keys.clone(),
             registry,
@@ -242,6 +257,11 @@ impl RedisEngine {
         }
         let engine = Arc::new(RedisEngine {
             conn,
+            publish_cmd: if config.sharded_pubsub {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             keys,
             retention: config.retention,
             scripts: Scripts {
@@ -334,6 +354,7 @@ impl RedisEngine {
                     .as_deref()
                     .map_or_else(String::new, |p| self.keys.project_channel(p)),
             )
+            .arg(self.publish_cmd)
             .invoke_async(&mut conn)
             .await;
         let Value::Array(parts) = self.track(r)? else {
@@ -437,7 +458,8 @@ impl RedisEngine {
                 .arg(applied.events.len())
                 .arg(project_channel)
                 .arg(self.keys.channel(&owner))
-                .arg(channel::NOTIFICATIONS_KEPT);
+                .arg(channel::NOTIFICATIONS_KEPT)
+                .arg(self.publish_cmd);
             for e in &applied.events {
                 inv.arg(e.published.seq)
                     .arg(kind_char(e.published.kind))

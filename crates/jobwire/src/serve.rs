@@ -51,6 +51,10 @@ pub(crate) struct ServeArgs {
     /// Connect and command timeout for Redis; past it publishes fail with 503.
     #[arg(long, env = "JOBWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     redis_timeout: Duration,
+    /// Sharded pub/sub (Redis 7+): `SPUBLISH`/`SSUBSCRIBE` on channels in each job's hash
+    /// slot. Every instance sharing a prefix must use the same setting.
+    #[arg(long, env = "JOBWIRE_REDIS_SHARDED_PUBSUB")]
+    redis_sharded_pubsub: bool,
     /// HS256 shared secret for JWTs (enables auth).
     #[arg(long, env = "JOBWIRE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -248,6 +252,7 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
                 prefix: a.redis_prefix.clone(),
                 retention,
                 command_timeout: a.redis_timeout,
+                sharded_pubsub: a.redis_sharded_pubsub,
             };
             let engine = RedisEngine::connect(config, registry.clone(), metrics.clone())
                 .await

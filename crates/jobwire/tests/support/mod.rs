@@ -43,6 +43,8 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// CA and client certificate for a `rediss://` `redis_url`.
     pub redis_tls: jobwire_redis::RedisTls,
+    /// `SPUBLISH`/`SSUBSCRIBE` instead of `PUBLISH`/`SUBSCRIBE`.
+    pub sharded_pubsub: bool,
     pub prefix: Option<String>,
     /// Authentication (development mode when `None`).
     pub auth: Option<AuthSpec>,
@@ -173,6 +175,17 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Runs `redis-cli` against it; returns stdout (fails the test on an error).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (package redis-tools)");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// SIGKILL.
@@ -402,6 +415,7 @@ async fn open_hub(opts: &Options, dir: &Path) -> std::sync::Arc<Hub> {
         prefix: opts.prefix.clone().unwrap_or_else(unique_prefix),
         retention: opts.retention,
         command_timeout: Duration::from_millis(500),
+        sharded_pubsub: opts.sharded_pubsub,
     };
     let engine = jobwire_redis::RedisEngine::connect(config, registry.clone(), metrics.clone())
         .await
