@@ -120,6 +120,10 @@ pub enum ConnectError {
     Connect(redis::RedisError),
     #[error("the Redis pub/sub connection did not open within the timeout")]
     PubSub,
+    #[error(
+        "--redis-sharded-pubsub needs Redis 7 or later (SSUBSCRIBE is unknown to this server)"
+    )]
+    ShardedPubSubUnsupported,
 }
 
 struct Scripts {
@@ -236,6 +240,19 @@ impl RedisEngine {
                     ConnectError::Connect(e)
                 }
             })?;
+        if config.sharded_pubsub {
+            // `COMMAND INFO` answers nil for a command the server does not know.
+            let mut probe = conn.clone();
+            let info: Vec<Value> = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg("SSUBSCRIBE")
+                .query_async(&mut probe)
+                .await
+                .map_err(ConnectError::Connect)?;
+            if matches!(info.first(), None | Some(Value::Nil)) {
+                return Err(ConnectError::ShardedPubSubUnsupported);
+            }
+        }
         let keys = Keys::new(&config.prefix);
         // Sharded pub/sub needs RESP3 push messages on the subscriber's connection.
         let pubsub_client = if config.sharded_pubsub {
