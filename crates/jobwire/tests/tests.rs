@@ -19,7 +19,8 @@
 //! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
 //! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
-//!   publishers, an instance killed with SIGKILL, Redis killed and restarted.
+//!   publishers, an instance killed with SIGKILL, Redis killed and restarted; each
+//!   script on classic and on sharded pub/sub (`--redis-sharded-pubsub`).
 //! - `redis_tls`: `rediss://` against a TLS-only redis-server with a CA generated at
 //!   run time: two instances, password in the URL, mutual TLS, and misconfigurations
 //!   (no CA, another CA, wrong name, wrong password) failing fast with clear errors.
