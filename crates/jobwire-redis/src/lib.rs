@@ -19,10 +19,16 @@
 //! # Layout
 //! - [`keys`]: key and channel names.
 //! - [`subscriber`]: the pub/sub task, gap filling and resync after reconnects.
+//! - [`feed`]: its connection: classic (`SUBSCRIBE`) or sharded (`SSUBSCRIBE`, RESP3).
+//! - [`tls`]: `rediss://` settings (CA file, client certificate).
 //! - `scripts/*.lua`: create, publish (CAS), history read, retention sweep.
 
+mod feed;
 mod keys;
 mod subscriber;
+mod tls;
+
+pub use tls::RedisTls;
 
 use bytes::Bytes;
 use jobwire_core::apikey::ApiKey;
@@ -42,6 +48,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,24 +62,68 @@ pub(crate) const RANGE_PAGE: usize = 500;
 /// Redis engine settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port/db` (TLS `rediss://` needs a TLS build, see docs).
+    /// `redis://[[user]:password@]host:port/db`, or `rediss://…` for TLS.
     pub url: String,
+    /// CA and client certificate files for `rediss://` (see [`RedisTls`]).
+    pub tls: RedisTls,
     /// Prefix of every key and channel.
     pub prefix: String,
     pub retention: Retention,
     /// Connect and per-command timeout; past it a publish fails with 503.
     pub command_timeout: Duration,
+    /// Sharded pub/sub (Redis 7+): the scripts `SPUBLISH` and the subscriber
+    /// `SSUBSCRIBE`s, each job's channel in its job's hash slot.
+    pub sharded_pubsub: bool,
 }
 
 impl RedisConfig {
     pub fn new(url: impl Into<String>) -> RedisConfig {
         RedisConfig {
             url: url.into(),
+            tls: RedisTls::default(),
             prefix: "jobwire:".into(),
             retention: Retention::default(),
             command_timeout: Duration::from_secs(2),
+            sharded_pubsub: false,
         }
     }
+}
+
+/// Why [`RedisEngine::connect`] failed. The redis-rs errors are shown in the message
+/// rather than as `source()`, because redis-rs repeats its inner error as its own source
+/// (error chains would print it twice).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(redis::RedisError),
+    #[error("a CA file or client certificate was given but the Redis URL is not rediss:// (TLS)")]
+    TlsNeedsRediss,
+    #[error("a client certificate needs its key and a key needs its certificate")]
+    IncompleteClientCert,
+    #[error("cannot read the Redis {what} {}", path.display())]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid Redis TLS files (expected PEM): {0}")]
+    TlsConfig(redis::RedisError),
+    #[error(
+        "TLS handshake with Redis failed: {0} (is the server certificate signed by the CA \
+         given with --redis-ca-file, or by one in the system store, and does it name the \
+         host in the URL?)"
+    )]
+    TlsHandshake(redis::RedisError),
+    #[error("cannot connect to Redis: {0}")]
+    Connect(redis::RedisError),
+    #[error("the Redis pub/sub connection did not open within the timeout")]
+    PubSub,
+    #[error(
+        "--redis-sharded-pubsub needs Redis 7 or later (SSUBSCRIBE is unknown to this server)"
+    )]
+    ShardedPubSubUnsupported,
 }
 
 struct Scripts {
@@ -85,6 +136,8 @@ struct Scripts {
 /// The Redis engine.
 pub struct RedisEngine {
     conn: ConnectionManager,
+    /// What the scripts publish with: `PUBLISH`, or `SPUBLISH` for sharded pub/sub.
+    publish_cmd: &'static str,
     keys: Keys,
     retention: Retention,
     scripts: Scripts,
@@ -167,8 +220,12 @@ impl RedisEngine {
         config: RedisConfig,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<RedisEngine>, HubError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(storage)?;
+    ) -> Result<Arc<RedisEngine>, ConnectError> {
+        let client = tls::client(&config.url, &config.tls, redis::ProtocolVersion::RESP2)?;
+        let is_tls = matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        );
         let cm = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.command_timeout))
             .set_response_timeout(Some(config.command_timeout))
@@ -176,10 +233,36 @@ impl RedisEngine {
         let conn = client
             .get_connection_manager_with_config(cm)
             .await
-            .map_err(storage)?;
+            .map_err(|e| {
+                if is_tls && tls::is_tls_failure(&e) {
+                    ConnectError::TlsHandshake(e)
+                } else {
+                    ConnectError::Connect(e)
+                }
+            })?;
+        if config.sharded_pubsub {
+            // `COMMAND INFO` answers nil for a command the server does not know.
+            let mut probe = conn.clone();
+            let info: Vec<Value> = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg("SSUBSCRIBE")
+                .query_async(&mut probe)
+                .await
+                .map_err(ConnectError::Connect)?;
+            if matches!(info.first(), None | Some(Value::Nil)) {
+                return Err(ConnectError::ShardedPubSubUnsupported);
+            }
+        }
         let keys = Keys::new(&config.prefix);
+        // Sharded pub/sub needs RESP3 push messages on the subscriber's connection.
+        let pubsub_client = if config.sharded_pubsub {
+            tls::client(&config.url, &config.tls, redis::ProtocolVersion::RESP3)?
+        } else {
+            client
+        };
         let watcher = subscriber::spawn(
-            client,
+            pubsub_client,
+            config.sharded_pubsub,
             conn.clone(),
             keys.clone(),
             registry,
@@ -187,10 +270,15 @@ impl RedisEngine {
         );
         if !watcher.wait_connected(config.command_timeout).await {
             watcher.stop();
-            return Err(storage("could not open the Redis pub/sub connection"));
+            return Err(ConnectError::PubSub);
         }
         let engine = Arc::new(RedisEngine {
             conn,
+            publish_cmd: if config.sharded_pubsub {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             keys,
             retention: config.retention,
             scripts: Scripts {
@@ -283,6 +371,7 @@ impl RedisEngine {
                     .as_deref()
                     .map_or_else(String::new, |p| self.keys.project_channel(p)),
             )
+            .arg(self.publish_cmd)
             .invoke_async(&mut conn)
             .await;
         let Value::Array(parts) = self.track(r)? else {
@@ -386,7 +475,8 @@ impl RedisEngine {
                 .arg(applied.events.len())
                 .arg(project_channel)
                 .arg(self.keys.channel(&owner))
-                .arg(channel::NOTIFICATIONS_KEPT);
+                .arg(channel::NOTIFICATIONS_KEPT)
+                .arg(self.publish_cmd);
             for e in &applied.events {
                 inv.arg(e.published.seq)
                     .arg(kind_char(e.published.kind))

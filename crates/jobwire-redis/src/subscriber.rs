@@ -13,10 +13,10 @@
 //! While disconnected, new watches fail (`storage_unavailable`) and existing sessions
 //! stay open; they catch up when the connection returns.
 
+use crate::feed;
 use crate::keys::Keys;
 use crate::{kind_from, parse_entries, RANGE_PAGE};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use jobwire_core::channel;
 use jobwire_core::registry::Registry;
 use jobwire_core::session::{Closed, Published};
@@ -88,7 +88,10 @@ struct Watched {
 }
 
 struct Subscriber {
+    /// Speaks RESP3 when `sharded`.
     client: redis::Client,
+    /// `SSUBSCRIBE` instead of `SUBSCRIBE` (the scripts `SPUBLISH`).
+    sharded: bool,
     conn: ConnectionManager,
     keys: Keys,
     registry: Arc<Registry>,
@@ -109,6 +112,7 @@ enum Exit {
 
 pub(crate) fn spawn(
     client: redis::Client,
+    sharded: bool,
     conn: ConnectionManager,
     keys: Keys,
     registry: Arc<Registry>,
@@ -118,6 +122,7 @@ pub(crate) fn spawn(
     let healthy = Arc::new(AtomicBool::new(false));
     let sub = Subscriber {
         client,
+        sharded,
         conn,
         keys,
         registry,
@@ -196,17 +201,16 @@ impl Subscriber {
     }
 
     async fn connected(&mut self) -> Exit {
-        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await
-        {
+        let opened = feed::open(&self.client, self.sharded, self.timeout);
+        let (mut sink, mut stream) = match tokio::time::timeout(self.timeout, opened).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Exit::Lost(e.to_string()),
             Err(_) => return Exit::Lost("connect timed out".into()),
         };
-        let (mut sink, mut stream) = pubsub.split();
         let mut channels: Vec<String> = self.watched.keys().map(|j| self.keys.channel(j)).collect();
         channels.extend(self.projects.keys().map(|p| self.keys.project_channel(p)));
         if !channels.is_empty() {
-            match tokio::time::timeout(self.timeout, sink.subscribe(channels)).await {
+            match tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Exit::Lost(e.to_string()),
                 Err(_) => return Exit::Lost("subscribe timed out".into()),
@@ -239,7 +243,7 @@ impl Subscriber {
                             continue;
                         }
                         let ch = self.keys.project_channel(&project);
-                        match tokio::time::timeout(self.timeout, sink.subscribe(&ch)).await {
+                        match tokio::time::timeout(self.timeout, sink.subscribe(std::slice::from_ref(&ch))).await {
                             Ok(Ok(())) => {
                                 self.projects.insert(project, 1);
                                 let _ = reply.send(Ok(()));
@@ -261,7 +265,7 @@ impl Subscriber {
                             continue;
                         }
                         let ch = self.keys.channel(&job);
-                        match tokio::time::timeout(self.timeout, sink.subscribe(&ch)).await {
+                        match tokio::time::timeout(self.timeout, sink.subscribe(std::slice::from_ref(&ch))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
                                 let _ = reply.send(Err(unavailable()));
@@ -313,7 +317,7 @@ impl Subscriber {
                     }
                 },
                 _ = ping.tick() => {
-                    match tokio::time::timeout(self.timeout, sink.ping::<Value>()).await {
+                    match tokio::time::timeout(self.timeout, sink.ping()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return Exit::Lost(e.to_string()),
                         Err(_) => return Exit::Lost("ping timed out".into()),

@@ -6,7 +6,7 @@ use jobwire_core::engine::embedded::Retention;
 use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
 use jobwire_core::{Hub, HubConfig};
-use jobwire_redis::{RedisConfig, RedisEngine};
+use jobwire_redis::{RedisConfig, RedisEngine, RedisTls};
 use jobwire_server::{
     AppState, AuthConfig, ConnLimits, KeySource, PublishLimit, ServerConfig, Verifier,
 };
@@ -31,15 +31,30 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "JOBWIRE_DATA_DIR", default_value = "./jobwire-data")]
     data_dir: PathBuf,
     /// Use Redis as the engine (state, history, cross-instance fan-out) instead of the
-    /// embedded store, e.g. `redis://:password@10.0.0.5:6379/0`. `--data-dir` is then unused.
-    #[arg(long = "redis", env = "JOBWIRE_REDIS_URL")]
+    /// embedded store, e.g. `redis://:password@10.0.0.5:6379/0`, or `rediss://…` for
+    /// TLS. `--data-dir` is then unused.
+    #[arg(long = "redis", env = "JOBWIRE_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// PEM file of the CA(s) that signed the Redis server certificate (`rediss://`
+    /// only); replaces the system trust store for Redis.
+    #[arg(long, env = "JOBWIRE_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for Redis servers that require one (`tls-auth-clients yes`).
+    #[arg(long, env = "JOBWIRE_REDIS_CLIENT_CERT", requires = "redis_client_key")]
+    redis_client_cert: Option<PathBuf>,
+    /// PEM private key of `--redis-client-cert`.
+    #[arg(long, env = "JOBWIRE_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
+    redis_client_key: Option<PathBuf>,
     /// Prefix of every Redis key and channel (several deployments can share one Redis).
     #[arg(long, env = "JOBWIRE_REDIS_PREFIX", default_value = "jobwire:")]
     redis_prefix: String,
     /// Connect and command timeout for Redis; past it publishes fail with 503.
     #[arg(long, env = "JOBWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     redis_timeout: Duration,
+    /// Sharded pub/sub (Redis 7+): `SPUBLISH`/`SSUBSCRIBE` on channels in each job's hash
+    /// slot. Every instance sharing a prefix must use the same setting.
+    #[arg(long, env = "JOBWIRE_REDIS_SHARDED_PUBSUB")]
+    redis_sharded_pubsub: bool,
     /// HS256 shared secret for JWTs (enables auth).
     #[arg(long, env = "JOBWIRE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -229,9 +244,15 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
             let registry = Arc::new(Registry::new(metrics.clone()));
             let config = RedisConfig {
                 url: url.clone(),
+                tls: RedisTls {
+                    ca_file: a.redis_ca_file.clone(),
+                    client_cert: a.redis_client_cert.clone(),
+                    client_key: a.redis_client_key.clone(),
+                },
                 prefix: a.redis_prefix.clone(),
                 retention,
                 command_timeout: a.redis_timeout,
+                sharded_pubsub: a.redis_sharded_pubsub,
             };
             let engine = RedisEngine::connect(config, registry.clone(), metrics.clone())
                 .await

@@ -19,7 +19,11 @@
 //! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
 //! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
-//!   publishers, an instance killed with SIGKILL, Redis killed and restarted.
+//!   publishers, an instance killed with SIGKILL, Redis killed and restarted; each
+//!   script on classic and on sharded pub/sub (`--redis-sharded-pubsub`).
+//! - `redis_tls`: `rediss://` against a TLS-only redis-server with a CA generated at
+//!   run time: two instances, password in the URL, mutual TLS, and misconfigurations
+//!   (no CA, another CA, wrong name, wrong password) failing fast with clear errors.
 //! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
 //! - `keys`: worker API keys (create, list, revoke, tenant isolation, scopes, both
 //!   engines, across instances, the `jobwire keys` CLI), publish rate limits (429 +
@@ -34,5 +38,6 @@ mod cli;
 mod cluster;
 mod durability;
 mod keys;
+mod redis_tls;
 mod sse;
 mod websocket;

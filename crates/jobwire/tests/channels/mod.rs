@@ -391,11 +391,22 @@ async fn allow_lists_narrow_the_project_channel_and_notifications_need_a_user() 
 /// publisher on the other; a job created on the other instance shows up too.
 #[tokio::test]
 async fn project_channel_across_redis_instances() {
+    project_channel_across_redis_instances_on(false).await
+}
+
+/// The same on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+#[tokio::test]
+async fn project_channel_across_redis_instances_sharded() {
+    project_channel_across_redis_instances_on(true).await
+}
+
+async fn project_channel_across_redis_instances_on(sharded: bool) {
     let redis = RedisServer::start(false);
     let instance = || {
         Server::start_with(Options {
             engine: Engine::Redis,
             redis_url: Some(redis.url()),
+            sharded_pubsub: sharded,
             prefix: Some("ch:".into()),
             auth: Some(AuthSpec::secret(SECRET)),
             ..Default::default()

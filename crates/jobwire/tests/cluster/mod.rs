@@ -1,5 +1,7 @@
 //! Several jobwire instances on one Redis: cross-instance delivery, concurrent
-//! publishers, an instance killed mid-stream, Redis killed and restarted.
+//! publishers, an instance killed mid-stream, Redis killed and restarted. Every
+//! script runs twice: `classic::<name>` (`PUBLISH`/`SUBSCRIBE`) and `sharded::<name>`
+//! (`--redis-sharded-pubsub`: `SPUBLISH`/`SSUBSCRIBE`, on a standalone Redis 7).
 
 use crate::support::{seqs, Engine, Frame, Options, Process, RedisServer, Server, Ws};
 use reqwest::StatusCode;
@@ -7,12 +9,14 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An in-process instance on `redis` under a shared prefix.
-async fn instance(redis: &RedisServer, prefix: &str) -> Server {
+/// An in-process instance on `redis` under a shared prefix, on classic or sharded
+/// pub/sub.
+async fn instance(redis: &RedisServer, prefix: &str, sharded: bool) -> Server {
     Server::start_with(Options {
         engine: Engine::Redis,
         redis_url: Some(redis.url()),
         prefix: Some(prefix.to_owned()),
+        sharded_pubsub: sharded,
         ..Default::default()
     })
     .await
@@ -34,17 +38,27 @@ async fn expect_seqs(ws: &mut Ws, from: u64, last: u64) -> Vec<Value> {
     out
 }
 
-#[tokio::test]
-async fn a_worker_publishes_on_one_instance_and_browsers_on_another_see_it() {
+async fn a_worker_publishes_on_one_instance_and_browsers_on_another_see_it(sharded: bool) {
     let redis = RedisServer::start(false);
-    let a = instance(&redis, "x:").await;
-    let b = instance(&redis, "x:").await;
+    let a = instance(&redis, "x:", sharded).await;
+    let b = instance(&redis, "x:", sharded).await;
     a.create("j").await;
     let mut ws = b.ws("/v1/jobs/j/ws").await;
     assert_eq!(ws.json().await["seq"], 1);
     let mut mux = b.ws("/v1/ws").await;
     mux.send(json!({"type": "subscribe", "job_id": "j"})).await;
     assert_eq!(mux.json().await["type"], "snapshot");
+    // The mode asked for is the one in use: b holds one subscription of that kind.
+    let (shard, classic) = (
+        redis.cli(&["PUBSUB", "SHARDCHANNELS", "x:*"]),
+        redis.cli(&["PUBSUB", "CHANNELS", "x:*"]),
+    );
+    let (used, unused) = if sharded {
+        (shard, classic)
+    } else {
+        (classic, shard)
+    };
+    assert_eq!((used.trim(), unused.trim()), ("x:{j}:ch", ""));
     a.publish(
         "j",
         json!({"type": "progress", "progress": 30, "stage": "render"}),
@@ -64,12 +78,11 @@ async fn a_worker_publishes_on_one_instance_and_browsers_on_another_see_it() {
     assert_eq!(ws.close_code().await, 1000);
 }
 
-#[tokio::test]
-async fn concurrent_publishers_on_three_instances_get_contiguous_seqs() {
+async fn concurrent_publishers_on_three_instances_get_contiguous_seqs(sharded: bool) {
     let redis = RedisServer::start(false);
     let mut servers = Vec::new();
     for _ in 0..3 {
-        servers.push(Arc::new(instance(&redis, "c:").await));
+        servers.push(Arc::new(instance(&redis, "c:", sharded).await));
     }
     servers[0].create("hot").await;
     let mut watcher = servers[2].ws("/v1/jobs/hot/ws?since=0").await;
@@ -108,12 +121,14 @@ async fn concurrent_publishers_on_three_instances_get_contiguous_seqs() {
     assert_eq!(lines.len() as u64, total, "each event stored once");
 }
 
-#[tokio::test]
-async fn watchers_of_a_killed_instance_resume_on_another_without_loss() {
+async fn watchers_of_a_killed_instance_resume_on_another_without_loss(sharded: bool) {
     let redis = RedisServer::start(false);
     let url = redis.url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = ["--redis", url.as_str()];
+    let mut args = vec!["--redis", url.as_str()];
+    if sharded {
+        args.push("--redis-sharded-pubsub");
+    }
     let mut a = Process::start(dir.path(), "127.0.0.1:0", &args);
     let b = Process::start(dir.path(), "127.0.0.1:0", &args);
     let http = reqwest::Client::new();
@@ -154,11 +169,10 @@ async fn watchers_of_a_killed_instance_resume_on_another_without_loss() {
     expect_seqs(&mut ws, last + 1, 26).await;
 }
 
-#[tokio::test]
-async fn redis_restart_refuses_publishes_meanwhile_and_watchers_catch_up() {
+async fn redis_restart_refuses_publishes_meanwhile_and_watchers_catch_up(sharded: bool) {
     let mut redis = RedisServer::start(true);
-    let a = instance(&redis, "r:").await;
-    let b = instance(&redis, "r:").await;
+    let a = instance(&redis, "r:", sharded).await;
+    let b = instance(&redis, "r:", sharded).await;
     a.create("j").await;
     let mut ws = b.ws("/v1/jobs/j/ws?since=0").await;
     for i in 0..10 {
@@ -222,8 +236,9 @@ async fn redis_restart_refuses_publishes_meanwhile_and_watchers_catch_up() {
     }
 }
 
-#[tokio::test]
-async fn an_instance_that_lost_trimmed_events_closes_watchers_4002_instead_of_a_silent_gap() {
+async fn an_instance_that_lost_trimmed_events_closes_watchers_4002_instead_of_a_silent_gap(
+    sharded: bool,
+) {
     let redis = RedisServer::start(false);
     let cli = |args: &[&str]| {
         let out = std::process::Command::new("redis-cli")
@@ -239,6 +254,7 @@ async fn an_instance_that_lost_trimmed_events_closes_watchers_4002_instead_of_a_
         engine: Engine::Redis,
         redis_url: Some(url),
         prefix: Some("g:".to_owned()),
+        sharded_pubsub: sharded,
         retention: jobwire_core::engine::embedded::Retention {
             max_events_per_job: 5,
             ..Default::default()
@@ -270,3 +286,23 @@ async fn an_instance_that_lost_trimmed_events_closes_watchers_4002_instead_of_a_
     );
     expect_seqs(&mut ws, 17, 21).await;
 }
+
+/// Runs each listed `async fn name(sharded: bool)` as `classic::name` and `sharded::name`.
+macro_rules! both_pubsub_modes {
+    ($($name:ident),* $(,)?) => {
+        mod classic {
+            $( #[tokio::test] async fn $name() { super::$name(false).await } )*
+        }
+        mod sharded {
+            $( #[tokio::test] async fn $name() { super::$name(true).await } )*
+        }
+    };
+}
+
+both_pubsub_modes!(
+    a_worker_publishes_on_one_instance_and_browsers_on_another_see_it,
+    concurrent_publishers_on_three_instances_get_contiguous_seqs,
+    watchers_of_a_killed_instance_resume_on_another_without_loss,
+    redis_restart_refuses_publishes_meanwhile_and_watchers_catch_up,
+    an_instance_that_lost_trimmed_events_closes_watchers_4002_instead_of_a_silent_gap
+);

@@ -41,6 +41,10 @@ pub struct Options {
     pub retention: Retention,
     /// Use this Redis URL (and `prefix`) instead of the shared one.
     pub redis_url: Option<String>,
+    /// CA and client certificate for a `rediss://` `redis_url`.
+    pub redis_tls: jobwire_redis::RedisTls,
+    /// `SPUBLISH`/`SSUBSCRIBE` instead of `PUBLISH`/`SUBSCRIBE`.
+    pub sharded_pubsub: bool,
     pub prefix: Option<String>,
     /// Authentication (development mode when `None`).
     pub auth: Option<AuthSpec>,
@@ -173,6 +177,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Runs `redis-cli` against it; returns stdout (fails the test on an error).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (package redis-tools)");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -191,6 +206,155 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A throwaway PKI generated at run time (rcgen): a CA, a server certificate for
+/// `server_names` (DNS names or IP addresses) and a client certificate, as PEM files.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new(server_names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "jobwire test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let ca = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(names).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &ca).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let names = server_names.iter().map(|n| n.to_string()).collect();
+        let (server_cert, server_key) = leaf(names, "redis");
+        let (client_cert, client_key) = leaf(Vec::new(), "jobwire");
+        TestPki {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client.key", client_key),
+            _dir: dir,
+        }
+    }
+}
+
+/// How a [`TlsRedisServer`] is set up.
+pub struct TlsSpec<'a> {
+    /// Names the server certificate is valid for.
+    pub names: &'a [&'a str],
+    /// `requirepass`, if any.
+    pub password: Option<&'a str>,
+    /// `tls-auth-clients yes`: clients must present a certificate signed by the CA.
+    pub require_client_cert: bool,
+}
+
+/// A real `redis-server` that speaks only TLS (`--port 0 --tls-port <ephemeral>`) with
+/// a certificate from a fresh [`TestPki`], killed on drop.
+pub struct TlsRedisServer {
+    pub port: u16,
+    pub pki: TestPki,
+    password: Option<String>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedisServer {
+    pub fn start(spec: TlsSpec<'_>) -> TlsRedisServer {
+        let pki = TestPki::new(spec.names);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(&pki.server_cert)
+            .arg("--tls-key-file")
+            .arg(&pki.server_key)
+            .arg("--tls-ca-cert-file")
+            .arg(&pki.ca)
+            .args([
+                "--tls-auth-clients",
+                if spec.require_client_cert {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(pw) = spec.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        let child = cmd.spawn().expect(
+            "cannot run redis-server: install it (apt-get install -y redis-server; .ci/run does)",
+        );
+        let mut server = TlsRedisServer {
+            port,
+            pki,
+            password: spec.password.map(str::to_owned),
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server exited ({status}): was it built without TLS?");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `rediss://[:password@]127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        self.url_with_password(self.password.as_deref())
+    }
+
+    pub fn url_with_password(&self, password: Option<&str>) -> String {
+        let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("rediss://{auth}127.0.0.1:{}/", self.port)
+    }
+
+    /// Trust the test CA; present the client certificate if `client_cert`.
+    pub fn tls(&self, client_cert: bool) -> jobwire_redis::RedisTls {
+        jobwire_redis::RedisTls {
+            ca_file: Some(self.pki.ca.clone()),
+            client_cert: client_cert.then(|| self.pki.client_cert.clone()),
+            client_key: client_cert.then(|| self.pki.client_key.clone()),
+        }
+    }
+}
+
+impl Drop for TlsRedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -247,9 +411,11 @@ async fn open_hub(opts: &Options, dir: &Path) -> std::sync::Arc<Hub> {
     let registry = std::sync::Arc::new(jobwire_core::registry::Registry::new(metrics.clone()));
     let config = jobwire_redis::RedisConfig {
         url,
+        tls: opts.redis_tls.clone(),
         prefix: opts.prefix.clone().unwrap_or_else(unique_prefix),
         retention: opts.retention,
         command_timeout: Duration::from_millis(500),
+        sharded_pubsub: opts.sharded_pubsub,
     };
     let engine = jobwire_redis::RedisEngine::connect(config, registry.clone(), metrics.clone())
         .await
@@ -583,6 +749,32 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `jobwire serve` expecting it to fail at startup; returns (exit code, stderr,
+/// how long it took). Fails the test if it is still running after [`WAIT`].
+pub async fn serve_fails(extra: &[&str]) -> (i32, String, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = std::time::Instant::now();
+    let child = tokio::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(extra)
+        .env("JOBWIRE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn jobwire");
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("jobwire serve should exit, not hang")
+        .expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
 }
 
 /// Runs the CLI with `args` and returns (exit code, stdout).
