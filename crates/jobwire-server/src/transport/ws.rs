@@ -60,13 +60,19 @@ pub(super) fn accept(
     caller.require(Scope::Watch)?;
     let permit = st.limiter.acquire(ip, caller.access.tenant.as_deref())?;
     let max = st.config.max_message_bytes;
+    // Idle memory per connection is mostly the size of this task (measured with
+    // `-Zprint-type-sizes`, see docs/perf.md): axum keeps the callback's captures for
+    // the connection's whole life, so they go in one box that the callback empties,
+    // and the session itself lives behind a box so `run` does not hold it twice.
+    let parts = Box::new((st, caller, permit, main_job, channel));
     Ok(ws
         .protocols([WS_PROTOCOL])
         .max_message_size(max)
         .read_buffer_size(WS_READ_BUFFER)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            Session::new(st, socket, caller, permit, main_job, channel).run(since)
+            let (st, caller, permit, main_job, channel) = *parts;
+            Box::new(Session::new(st, socket, caller, permit, main_job, channel)).run(since)
         }))
 }
 
@@ -216,7 +222,7 @@ impl Session {
         }
     }
 
-    async fn run(mut self, since: Option<u64>) {
+    async fn run(mut self: Box<Self>, since: Option<u64>) {
         let next = self.serve(since).await;
         if let Ok(Next::Close(code, reason)) = next {
             let frame = CloseFrame {
