@@ -136,6 +136,19 @@ pub(crate) fn spawn(
     Handle { tx, healthy }
 }
 
+/// Subscribes within `timeout`; on failure, why the connection counts as lost.
+async fn subscribe(
+    sink: &mut feed::Sink,
+    timeout: Duration,
+    channels: &[String],
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, sink.subscribe(channels)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("subscribe timed out".into()),
+    }
+}
+
 fn unavailable() -> HubError {
     HubError::Storage("redis pub/sub is reconnecting".into())
 }
@@ -210,10 +223,8 @@ impl Subscriber {
         let mut channels: Vec<String> = self.watched.keys().map(|j| self.keys.channel(j)).collect();
         channels.extend(self.projects.keys().map(|p| self.keys.project_channel(p)));
         if !channels.is_empty() {
-            match tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Exit::Lost(e.to_string()),
-                Err(_) => return Exit::Lost("subscribe timed out".into()),
+            if let Err(lost) = subscribe(&mut sink, self.timeout, &channels).await {
+                return Exit::Lost(lost);
             }
         }
         // Whatever was published while we were away is in the streams.
@@ -243,20 +254,12 @@ impl Subscriber {
                             continue;
                         }
                         let ch = self.keys.project_channel(&project);
-                        match tokio::time::timeout(self.timeout, sink.subscribe(std::slice::from_ref(&ch))).await {
-                            Ok(Ok(())) => {
-                                self.projects.insert(project, 1);
-                                let _ = reply.send(Ok(()));
-                            }
-                            Ok(Err(e)) => {
-                                let _ = reply.send(Err(unavailable()));
-                                return Exit::Lost(e.to_string());
-                            }
-                            Err(_) => {
-                                let _ = reply.send(Err(unavailable()));
-                                return Exit::Lost("subscribe timed out".into());
-                            }
+                        if let Err(lost) = subscribe(&mut sink, self.timeout, std::slice::from_ref(&ch)).await {
+                            let _ = reply.send(Err(unavailable()));
+                            return Exit::Lost(lost);
                         }
+                        self.projects.insert(project, 1);
+                        let _ = reply.send(Ok(()));
                     }
                     Some(Cmd::Watch(job, reply)) => {
                         if let Some(w) = self.watched.get_mut(&job) {
@@ -265,16 +268,9 @@ impl Subscriber {
                             continue;
                         }
                         let ch = self.keys.channel(&job);
-                        match tokio::time::timeout(self.timeout, sink.subscribe(std::slice::from_ref(&ch))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => {
-                                let _ = reply.send(Err(unavailable()));
-                                return Exit::Lost(e.to_string());
-                            }
-                            Err(_) => {
-                                let _ = reply.send(Err(unavailable()));
-                                return Exit::Lost("subscribe timed out".into());
-                            }
+                        if let Err(lost) = subscribe(&mut sink, self.timeout, std::slice::from_ref(&ch)).await {
+                            let _ = reply.send(Err(unavailable()));
+                            return Exit::Lost(lost);
                         }
                         // Events after the current seq arrive on the channel; the
                         // session reads everything up to it from history.

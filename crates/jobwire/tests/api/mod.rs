@@ -1,15 +1,11 @@
 //! HTTP API scripts.
 
-use crate::support::{Engine, Options, Server};
+use crate::support::{code, Engine, Options, Server};
 use jobwire_core::engine::embedded::Retention;
 use jobwire_proto::{CloseCode, ErrorCode};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<none>")
-}
 
 async fn create_returns_snapshot_and_urls_and_is_idempotent(engine: Engine) {
     let s = Server::start_on(engine).await;

@@ -1,6 +1,6 @@
 //! Authentication, tenant isolation, origins and connection limits.
 
-use crate::support::{hs256, sign, unix_now, AuthSpec, Options, Process, Server, Ws};
+use crate::support::{code, hs256, sign, unix_now, AuthSpec, Options, Process, Server, Ws};
 use base64::Engine as _;
 use jobwire_server::{ConnLimits, KeySource};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -9,10 +9,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const SECRET: &str = "test-secret-0123456789";
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<none>")
-}
 
 fn token(tenant: &str, scope: &str) -> String {
     hs256(

@@ -2,7 +2,7 @@
 //! scopes), publish rate limits and the handshake timeout.
 
 use crate::on_both_engines;
-use crate::support::{cli, decode, hs256, AuthSpec, Engine, Options, Process, Server};
+use crate::support::{cli, code, decode, hs256, AuthSpec, Engine, Options, Process, Server};
 use jobwire_server::{PublishLimit, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "keys-test-secret-0123456789";
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("<none>")
-}
 
 fn token(tenant: &str, scope: &str) -> String {
     hs256(

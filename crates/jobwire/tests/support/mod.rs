@@ -571,6 +571,11 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
+/// The `error.code` of an error answer (`<none>` when there is none).
+pub fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
 pub async fn decode(r: reqwest::Response) -> (StatusCode, Value) {
     let status = r.status();
     let text = r.text().await.expect("body");
