@@ -24,6 +24,7 @@
 
 pub mod apply;
 pub mod embedded;
+pub(crate) mod tail;
 
 use crate::apikey::ApiKey;
 use crate::error::HubError;

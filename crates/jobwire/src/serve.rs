@@ -114,6 +114,9 @@ pub(crate) struct ServeArgs {
     /// Events kept per job; older ones are trimmed (clients asking for them get `history_truncated`).
     #[arg(long, env = "JOBWIRE_MAX_EVENTS_PER_JOB", default_value_t = 10_000)]
     max_events_per_job: u64,
+    /// Memory (MiB) for each job's newest events, so that replays skip the store (embedded engine; 0 = off).
+    #[arg(long, env = "JOBWIRE_REPLAY_CACHE_MB", default_value_t = 64)]
+    replay_cache_mb: usize,
     /// Frames queued per connection before progress is coalesced and then the client is closed as slow.
     #[arg(long, env = "JOBWIRE_OUTBOX_CAPACITY", default_value_t = 4096)]
     outbox_capacity: usize,
@@ -229,6 +232,7 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
         terminal_ttl: a.terminal_ttl,
         max_events_per_job: a.max_events_per_job,
         sweep_interval: a.sweep_interval,
+        replay_cache_bytes: a.replay_cache_mb.saturating_mul(1 << 20),
     };
     let hub_config = HubConfig {
         outbox_capacity: a.outbox_capacity,

@@ -7,11 +7,13 @@
 //! then fans the events out and acknowledges the callers. A refused request changes
 //! nothing; a failed commit fails every request in the group and acknowledges none.
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
-//! writer.
+//! writer; replays and snapshots of recently written jobs come from the in-memory
+//! [`TailCache`] first.
 
 use crate::apikey::ApiKey;
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
+use crate::engine::tail::{Snapshot, TailCache, PER_JOB_EVENTS};
 use crate::engine::{
     BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
 };
@@ -63,6 +65,9 @@ pub struct Retention {
     pub max_events_per_job: u64,
     /// How often expired terminal jobs are deleted.
     pub sweep_interval: Duration,
+    /// Memory for the newest events of each job, served to replays without reading
+    /// the store (embedded engine; 0 turns it off).
+    pub replay_cache_bytes: usize,
 }
 
 impl Default for Retention {
@@ -71,6 +76,7 @@ impl Default for Retention {
             terminal_ttl: Duration::from_secs(24 * 3600),
             max_events_per_job: 10_000,
             sweep_interval: Duration::from_secs(60),
+            replay_cache_bytes: 64 << 20,
         }
     }
 }
@@ -94,6 +100,7 @@ enum Request {
 /// The embedded, durable engine.
 pub struct Embedded {
     db: Arc<Database>,
+    tail: Arc<TailCache>,
     tx: mpsc::Sender<Request>,
     closing: AtomicBool,
     healthy: Arc<AtomicBool>,
@@ -128,8 +135,10 @@ impl Embedded {
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
+        let tail = Arc::new(TailCache::new(retention.replay_cache_bytes, PER_JOB_EVENTS));
         let writer = Writer {
             db: db.clone(),
+            tail: tail.clone(),
             cache: HashMap::new(),
             retention,
             registry,
@@ -154,6 +163,7 @@ impl Embedded {
         }
         Ok(Arc::new(Embedded {
             db,
+            tail,
             tx,
             closing: AtomicBool::new(false),
             healthy,
@@ -243,11 +253,17 @@ impl Engine for Embedded {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<HistoryPage, HubError>> {
+        if let Some(page) = self.tail.history(job_id, after, limit) {
+            return Box::pin(std::future::ready(Ok(page)));
+        }
         let id = job_id.to_owned();
         Box::pin(self.read(move |db| read_history(db, &id, after, limit)))
     }
 
     fn snapshot<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Job, HubError>> {
+        if let Some(job) = self.tail.snapshot(job_id) {
+            return Box::pin(std::future::ready(Ok(job)));
+        }
         let id = job_id.to_owned();
         Box::pin(self.read(move |db| {
             let txn = db.begin_read().map_err(storage)?;
@@ -539,8 +555,10 @@ impl Ack {
 /// The writer thread's state. Owns every write to the database.
 struct Writer {
     db: Arc<Database>,
+    /// Updated after each commit, before the fan-out.
+    tail: Arc<TailCache>,
     /// Snapshots of non-terminal jobs, as committed (terminal jobs take no writes).
-    cache: HashMap<String, Job>,
+    cache: HashMap<String, Arc<Job>>,
     retention: Retention,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -552,10 +570,22 @@ struct Writer {
 /// replies to send once the commit is durable.
 #[derive(Default)]
 struct Group {
-    dirty: HashMap<String, Job>,
+    dirty: HashMap<String, Dirty>,
     fanout: Vec<Published>,
     acks: Vec<Ack>,
     stop: bool,
+}
+
+/// A job changed in the current group, and the size of its stored snapshot.
+struct Dirty {
+    job: Job,
+    size: usize,
+}
+
+impl Dirty {
+    fn new(job: Job) -> Dirty {
+        Dirty { job, size: 0 }
+    }
 }
 
 impl Writer {
@@ -583,13 +613,26 @@ impl Writer {
         let mut stop = group.stop;
         match result {
             Ok(()) => {
-                for (id, job) in group.dirty.drain() {
+                let mut snapshots = Vec::with_capacity(group.dirty.len());
+                for (id, d) in group.dirty.drain() {
+                    let job = Arc::new(d.job);
+                    let key = Arc::from(id.as_str());
                     if job.status.is_terminal() {
                         self.cache.remove(&id);
                     } else {
-                        self.cache.insert(id, job);
+                        self.cache.insert(id, job.clone());
                     }
+                    snapshots.push(Snapshot {
+                        key,
+                        job,
+                        size: d.size,
+                    });
                 }
+                // Before the fan-out, like the commit (see `tail`).
+                self.tail.commit(
+                    snapshots,
+                    group.fanout.iter().map(|p| (&p.job_id, p.seq, &p.bytes)),
+                );
                 self.metrics.events_published.add(group.fanout.len() as u64);
                 for ev in &group.fanout {
                     self.registry.broadcast(ev);
@@ -671,8 +714,9 @@ impl Writer {
                     }
                 }
             }
-            for (id, job) in &group.dirty {
-                let bytes = serde_json::to_vec(job).map_err(storage)?;
+            for (id, d) in group.dirty.iter_mut() {
+                let bytes = serde_json::to_vec(&d.job).map_err(storage)?;
+                d.size = bytes.len();
                 t.jobs
                     .insert(id.as_str(), bytes.as_slice())
                     .map_err(storage)?;
@@ -683,11 +727,11 @@ impl Writer {
 
     /// The job as this group sees it: changed in this group, cached, or stored.
     fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
-        if let Some(j) = group.dirty.get(id) {
-            return Ok(Some(j.clone()));
+        if let Some(d) = group.dirty.get(id) {
+            return Ok(Some(d.job.clone()));
         }
         if let Some(j) = self.cache.get(id) {
-            return Ok(Some(j.clone()));
+            return Ok(Some((**j).clone()));
         }
         read_job(&t.jobs, id).map_err(Fail::Abort)
     }
@@ -719,7 +763,7 @@ impl Writer {
             .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
         t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
         group.fanout.push(created);
-        group.dirty.insert(new.key, job.clone());
+        group.dirty.insert(new.key, Dirty::new(job.clone()));
         Ok(Created { job, created: true })
     }
 
@@ -783,7 +827,7 @@ impl Writer {
             .fanout
             .extend(applied.events.into_iter().map(|e| e.published));
         group.fanout.extend(notification);
-        group.dirty.insert(job_id.to_owned(), job);
+        group.dirty.insert(job_id.to_owned(), Dirty::new(job));
         Ok(applied.seqs)
     }
 
@@ -804,6 +848,7 @@ impl Writer {
             t.idem
                 .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
             self.cache.remove(id);
+            self.tail.remove(id);
         }
         if !expired.is_empty() {
             tracing::info!(count = expired.len(), "expired terminal jobs deleted");

@@ -587,3 +587,10 @@ crate::on_both_engines!(
     finished_jobs_expire_after_their_ttl,
     health_metrics_and_openapi,
 );
+
+crate::on_store_reads!(
+    publish_assigns_contiguous_seqs_and_folds_the_snapshot,
+    history_pages_and_list_filters,
+    retention_trims_history_and_says_so,
+    finished_jobs_expire_after_their_ttl,
+);

@@ -148,3 +148,5 @@ crate::on_both_engines!(
     sse_streams_snapshot_history_and_live_events_with_ids,
     sse_resumes_from_last_event_id,
 );
+
+crate::on_store_reads!(sse_resumes_from_last_event_id);

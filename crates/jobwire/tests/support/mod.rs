@@ -28,6 +28,9 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub enum Engine {
     #[default]
     Embedded,
+    /// The embedded engine with its replay cache off: every snapshot and history
+    /// read goes to the store (the path a restarted server takes).
+    EmbeddedStoreReads,
     /// The shared test Redis ([`shared_redis`]), under a key prefix of its own.
     Redis,
 }
@@ -107,6 +110,17 @@ macro_rules! on_both_engines {
         }
         mod redis {
             $( #[tokio::test] async fn $name() { super::$name($crate::support::Engine::Redis).await } )*
+        }
+    };
+}
+
+/// Runs each replay-related test once more on the embedded engine with its replay
+/// cache off, so that both of its read paths (memory tail, store) are covered.
+#[macro_export]
+macro_rules! on_store_reads {
+    ($($name:ident),* $(,)?) => {
+        mod store_reads {
+            $( #[tokio::test] async fn $name() { super::$name($crate::support::Engine::EmbeddedStoreReads).await } )*
         }
     };
 }
@@ -400,8 +414,12 @@ pub fn unique_prefix() -> String {
 
 /// Builds a hub on the engine `opts` asks for.
 async fn open_hub(opts: &Options, dir: &Path) -> std::sync::Arc<Hub> {
-    if opts.engine == Engine::Embedded && opts.redis_url.is_none() {
-        return Hub::open_embedded(dir.to_path_buf(), opts.retention, opts.hub).expect("open hub");
+    if opts.redis_url.is_none() && opts.engine != Engine::Redis {
+        let mut retention = opts.retention;
+        if opts.engine == Engine::EmbeddedStoreReads {
+            retention.replay_cache_bytes = 0;
+        }
+        return Hub::open_embedded(dir.to_path_buf(), retention, opts.hub).expect("open hub");
     }
     let url = opts
         .redis_url

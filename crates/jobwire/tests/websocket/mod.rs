@@ -491,3 +491,9 @@ crate::on_both_engines!(
     graceful_shutdown_closes_sockets_with_1012,
     metrics_count_connections_subscriptions_and_deliveries,
 );
+
+crate::on_store_reads!(
+    reconnect_with_since_misses_nothing_and_repeats_nothing,
+    no_gap_no_duplicate_while_publishing_races_subscribing,
+    slow_consumer_that_cannot_catch_up_is_closed_4001_and_recovers_with_since,
+);
