@@ -25,7 +25,6 @@
 pub mod apply;
 pub mod embedded;
 pub(crate) mod tail;
-pub(crate) mod wal;
 
 use crate::apikey::ApiKey;
 use crate::error::HubError;

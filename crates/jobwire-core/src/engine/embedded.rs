@@ -3,13 +3,9 @@
 //!
 //! Every write request (create, publish, sweep) goes through a bounded channel to the
 //! writer thread. The thread takes everything queued (up to [`MAX_BATCH`]), applies it
-//! in one write transaction, appends the group's redo record to the write-ahead log
-//! and flushes it (one `fdatasync` for the whole group, see [`wal`]), commits the
-//! transaction without a flush, and only then fans the events out and acknowledges
-//! the callers. A refused request changes nothing; a failed log write or commit fails
-//! every request in the group and acknowledges none. Checkpoints (durable redb
-//! commits, every [`CHECKPOINT_INTERVAL`] and at shutdown) let the log start over;
-//! opening the store applies whatever the log holds past the last one.
+//! in one write transaction, commits once (one fsync for the whole group), and only
+//! then fans the events out and acknowledges the callers. A refused request changes
+//! nothing; a failed commit fails every request in the group and acknowledges none.
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
 //! writer; replays and snapshots of recently written jobs come from the in-memory
 //! [`TailCache`] first.
@@ -18,7 +14,6 @@ use crate::apikey::ApiKey;
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
 use crate::engine::tail::{Snapshot, TailCache, PER_JOB_EVENTS};
-use crate::engine::wal::{self, Op, Redo, Wal};
 use crate::engine::{
     BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
 };
@@ -28,12 +23,10 @@ use crate::registry::Registry;
 use crate::session::{EventKind, Published};
 use bytes::Bytes;
 use jobwire_proto::{EventInput, Job, Timestamp};
-use redb::{
-    Database, Durability, Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction,
-};
+use redb::{Database, ReadableTable, Table, TableDefinition};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -56,26 +49,6 @@ const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
 /// Owner key -> its last notification seq.
 const NOTIFY_HEAD: TableDefinition<&str, u64> = TableDefinition::new("notification_heads");
-/// `"wal_lsn"` -> the last write-ahead log record the database holds durably.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const WAL_LSN: &str = "wal_lsn";
-
-/// Table numbers in redo records (never renumber: logs on disk use them).
-mod table_id {
-    pub(super) const JOBS: u8 = 1;
-    pub(super) const EVENTS: u8 = 2;
-    pub(super) const IDEMPOTENCY: u8 = 3;
-    pub(super) const CREATES: u8 = 4;
-    pub(super) const EXPIRY: u8 = 5;
-    pub(super) const NOTIFY: u8 = 6;
-    pub(super) const NOTIFY_HEAD: u8 = 7;
-}
-
-/// How often the database is made durable so that the log can start over; also the
-/// most log a restart has to apply again.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// A log this big is checkpointed at once, whatever the interval.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Most requests committed in one transaction (one fsync).
 pub const MAX_BATCH: usize = 1024;
@@ -119,8 +92,6 @@ enum Request {
         reply: oneshot::Sender<Result<Vec<u64>, HubError>>,
     },
     Sweep,
-    /// Make the database durable and empty the log (see [`wal`]).
-    Checkpoint,
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -160,13 +131,8 @@ impl Embedded {
             txn.open_table(API_KEYS).map_err(storage)?;
             txn.open_table(NOTIFY).map_err(storage)?;
             txn.open_table(NOTIFY_HEAD).map_err(storage)?;
-            txn.open_table(META).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
-        let wal_path = data_dir.join("jobwire.wal");
-        let lsn = recover(&db, &wal_path)?;
-        let wal = Wal::open_empty(&wal_path).map_err(storage)?;
-        let wal_bytes = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let tail = Arc::new(TailCache::new(retention.replay_cache_bytes, PER_JOB_EVENTS));
@@ -178,11 +144,6 @@ impl Embedded {
             registry,
             metrics,
             healthy: healthy.clone(),
-            wal,
-            wal_bytes: wal_bytes.clone(),
-            lsn,
-            checkpointed: lsn,
-            redo: Redo::default(),
         };
         std::thread::Builder::new()
             .name("jobwire-writer".into())
@@ -195,32 +156,6 @@ impl Embedded {
                 loop {
                     tick.tick().await;
                     if sweep_tx.send(Request::Sweep).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            let checkpoint_tx = tx.clone();
-            let db_file = data_dir.join("jobwire.redb");
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if wal_bytes.load(Ordering::Acquire) == 0 {
-                        continue;
-                    }
-                    // Flush the pages the writer's unflushed commits left in the page
-                    // cache from here, so that the checkpoint's own flush, on the
-                    // writer thread, has little left to do and delays no group.
-                    let path = db_file.clone();
-                    let flushed = tokio::task::spawn_blocking(move || {
-                        std::fs::File::open(path).and_then(|f| f.sync_data())
-                    })
-                    .await;
-                    if let Ok(Err(e)) = flushed {
-                        tracing::warn!(error = %e, "pre-checkpoint flush failed");
-                    }
-                    if checkpoint_tx.send(Request::Checkpoint).await.is_err() {
                         break;
                     }
                 }
@@ -561,100 +496,6 @@ fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
     Ok(ListPage { jobs: out, next })
 }
 
-/// Applies the log's records past the last checkpoint to the database, durably, and
-/// returns the LSN it now holds. Records come from our own writer and passed their
-/// checksum; one that still does not decode fails the open rather than being skipped.
-fn recover(db: &Database, path: &Path) -> Result<u64, HubError> {
-    let records = wal::read(path).map_err(storage)?;
-    let txn = db.begin_write().map_err(storage)?;
-    let mut done = txn
-        .open_table(META)
-        .map_err(storage)?
-        .get(WAL_LSN)
-        .map_err(storage)?
-        .map_or(0, |v| v.value());
-    let mut applied = 0usize;
-    for (lsn, payload) in &records {
-        if *lsn <= done {
-            continue;
-        }
-        if *lsn != done + 1 {
-            tracing::warn!(
-                lsn,
-                expected = done + 1,
-                "write-ahead log skips a record; applying stops here"
-            );
-            break;
-        }
-        for op in wal::ops(payload) {
-            let op = op.ok_or_else(|| {
-                HubError::Storage(format!("write-ahead log record {lsn} is malformed"))
-            })?;
-            redo_op(&txn, &op)?;
-        }
-        done = *lsn;
-        applied += 1;
-    }
-    if applied == 0 {
-        txn.abort().map_err(storage)?;
-        return Ok(done);
-    }
-    txn.open_table(META)
-        .map_err(storage)?
-        .insert(WAL_LSN, done)
-        .map_err(storage)?;
-    txn.commit().map_err(storage)?;
-    tracing::info!(
-        records = applied,
-        lsn = done,
-        "applied the write-ahead log after an unclean stop"
-    );
-    Ok(done)
-}
-
-fn redo_op(txn: &WriteTransaction, op: &Op<'_>) -> Result<(), HubError> {
-    let (Op::Put { table, .. } | Op::Delete { table, .. } | Op::DeleteRange { table, .. }) = *op;
-    match table {
-        table_id::JOBS => redo_into(txn, JOBS, op),
-        table_id::EVENTS => redo_into(txn, EVENTS, op),
-        table_id::IDEMPOTENCY => redo_into(txn, IDEMPOTENCY, op),
-        table_id::CREATES => redo_into(txn, CREATES, op),
-        table_id::EXPIRY => redo_into(txn, EXPIRY, op),
-        table_id::NOTIFY => redo_into(txn, NOTIFY, op),
-        table_id::NOTIFY_HEAD => redo_into(txn, NOTIFY_HEAD, op),
-        other => Err(HubError::Storage(format!(
-            "write-ahead log names unknown table {other}"
-        ))),
-    }
-}
-
-fn redo_into<K: Key + 'static, V: Value + 'static>(
-    txn: &WriteTransaction,
-    def: TableDefinition<K, V>,
-    op: &Op<'_>,
-) -> Result<(), HubError> {
-    let mut t = txn.open_table(def).map_err(storage)?;
-    match *op {
-        Op::Put { key, value, .. } => {
-            t.insert(K::from_bytes(key), V::from_bytes(value))
-                .map_err(storage)?;
-        }
-        Op::Delete { key, .. } => {
-            t.remove(K::from_bytes(key)).map_err(storage)?;
-        }
-        Op::DeleteRange {
-            start,
-            end,
-            inclusive,
-            ..
-        } => {
-            wal::delete_range(&mut t, K::from_bytes(start), K::from_bytes(end), inclusive)
-                .map_err(storage)?;
-        }
-    }
-    Ok(())
-}
-
 /// The tables of one write transaction.
 struct Tables<'t> {
     jobs: Table<'t, &'static str, &'static [u8]>,
@@ -664,9 +505,6 @@ struct Tables<'t> {
     expiry: Table<'t, (u64, &'static str), ()>,
     notify: Table<'t, (&'static str, u64), &'static [u8]>,
     notify_head: Table<'t, &'static str, u64>,
-    /// Every change made through these tables, for the write-ahead log: mutate
-    /// only through `redo`'s methods.
-    redo: Redo,
 }
 
 /// Outcome of one request inside a group: refused (reply now, nothing changed) or a
@@ -726,15 +564,6 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// False after a failed commit, until the next one succeeds (drives /readyz).
     healthy: Arc<AtomicBool>,
-    wal: Wal,
-    /// The log's size, for the checkpoint task.
-    wal_bytes: Arc<AtomicU64>,
-    /// LSN of the last record written.
-    lsn: u64,
-    /// LSN the database holds durably (the last checkpoint).
-    checkpointed: u64,
-    /// The current group's redo operations (its buffer is reused).
-    redo: Redo,
 }
 
 /// Per-group scratch state: snapshots changed in this group, events to fan out and
@@ -745,7 +574,6 @@ struct Group {
     fanout: Vec<Published>,
     acks: Vec<Ack>,
     stop: bool,
-    checkpoint: bool,
 }
 
 /// A job changed in the current group, and the size of its stored snapshot.
@@ -809,17 +637,10 @@ impl Writer {
                 for ev in &group.fanout {
                     self.registry.broadcast(ev);
                 }
-                if stop {
-                    // A clean stop leaves nothing for the next start to apply.
-                    self.checkpoint();
-                }
                 for ack in group.acks {
                     ack.succeed();
                 }
                 self.healthy.store(true, Ordering::Release);
-                if group.checkpoint || self.wal.len() >= CHECKPOINT_BYTES {
-                    self.checkpoint();
-                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
@@ -836,7 +657,7 @@ impl Writer {
                         Request::Publish { reply, .. } => {
                             Ack::Publish(reply, Err(HubError::NotFound))
                         }
-                        Request::Sweep | Request::Checkpoint => continue,
+                        Request::Sweep => continue,
                         Request::Shutdown { reply } => {
                             stop = true;
                             Ack::Shutdown(reply)
@@ -850,15 +671,8 @@ impl Writer {
     }
 
     fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
-        if self.wal.is_broken() {
-            return Err(HubError::Storage(
-                "the write-ahead log failed and could not be repaired; restart the server".into(),
-            ));
-        }
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        // Durable through the log; redb's own flush waits for the next checkpoint.
-        txn.set_durability(Durability::None);
-        let redo = {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
             let mut t = Tables {
                 jobs: txn.open_table(JOBS).map_err(storage)?,
                 events: txn.open_table(EVENTS).map_err(storage)?,
@@ -867,7 +681,6 @@ impl Writer {
                 expiry: txn.open_table(EXPIRY).map_err(storage)?,
                 notify: txn.open_table(NOTIFY).map_err(storage)?,
                 notify_head: txn.open_table(NOTIFY_HEAD).map_err(storage)?,
-                redo: std::mem::take(&mut self.redo),
             };
             let now = Timestamp::now();
             for req in batch.drain(..) {
@@ -895,7 +708,6 @@ impl Writer {
                         }
                     },
                     Request::Sweep => self.sweep(&mut t, now).map_err(storage)?,
-                    Request::Checkpoint => group.checkpoint = true,
                     Request::Shutdown { reply } => {
                         group.acks.push(Ack::Shutdown(reply));
                         group.stop = true;
@@ -905,69 +717,12 @@ impl Writer {
             for (id, d) in group.dirty.iter_mut() {
                 let bytes = serde_json::to_vec(&d.job).map_err(storage)?;
                 d.size = bytes.len();
-                t.redo
-                    .put(&mut t.jobs, table_id::JOBS, id.as_str(), bytes.as_slice())
+                t.jobs
+                    .insert(id.as_str(), bytes.as_slice())
                     .map_err(storage)?;
             }
-            t.redo
-        };
-        let result = self.log_and_commit(txn, &redo);
-        self.redo = redo;
-        self.redo.clear();
-        result
-    }
-
-    /// Logs the group (durable once this returns), then makes it visible. A group
-    /// that changed nothing is not logged.
-    fn log_and_commit(&mut self, txn: WriteTransaction, redo: &Redo) -> Result<(), HubError> {
-        if redo.is_empty() {
-            return txn.abort().map_err(storage);
         }
-        let before = self.wal.len();
-        self.wal
-            .append(self.lsn + 1, redo.as_bytes())
-            .map_err(storage)?;
-        self.lsn += 1;
-        self.wal_bytes.store(self.wal.len(), Ordering::Release);
-        if let Err(e) = txn.commit() {
-            // Nobody will be told this group happened: take it back out of the log
-            // so that a restart does not apply it (the log refuses further writes
-            // if even that fails).
-            if self.wal.truncate(before).is_ok() {
-                self.lsn -= 1;
-                self.wal_bytes.store(self.wal.len(), Ordering::Release);
-            }
-            return Err(storage(e));
-        }
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable in the database and empties the
-    /// log. On failure the log keeps everything and grows until a checkpoint works.
-    fn checkpoint(&mut self) {
-        if self.lsn == self.checkpointed {
-            return;
-        }
-        let lsn = self.lsn;
-        let result = self.db.begin_write().map_err(storage).and_then(|txn| {
-            txn.open_table(META)
-                .map_err(storage)?
-                .insert(WAL_LSN, lsn)
-                .map_err(storage)?;
-            txn.commit().map_err(storage)
-        });
-        match result {
-            Ok(()) => {
-                self.checkpointed = lsn;
-                match self.wal.reset() {
-                    Ok(()) => self.wal_bytes.store(0, Ordering::Release),
-                    Err(e) => tracing::warn!(error = %e, "emptying the write-ahead log failed"),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps every group until one succeeds");
-            }
-        }
+        txn.commit().map_err(storage)
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
@@ -1004,18 +759,9 @@ impl Writer {
             };
         }
         let (job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
-        t.redo.put(
-            &mut t.events,
-            table_id::EVENTS,
-            (new.key.as_str(), 1),
-            created.bytes.as_ref(),
-        )?;
-        t.redo.put(
-            &mut t.creates,
-            table_id::CREATES,
-            new.key.as_str(),
-            fingerprint.as_slice(),
-        )?;
+        t.events
+            .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
+        t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
         group.fanout.push(created);
         group.dirty.insert(new.key, Dirty::new(job.clone()));
         Ok(Created { job, created: true })
@@ -1042,35 +788,19 @@ impl Writer {
         })?;
         for e in &applied.events {
             let seq = e.published.seq;
-            t.redo.put(
-                &mut t.events,
-                table_id::EVENTS,
-                (job_id, seq),
-                e.published.bytes.as_ref(),
-            )?;
+            t.events.insert((job_id, seq), e.published.bytes.as_ref())?;
             if let Some(eid) = &e.event_id {
-                t.redo.put(
-                    &mut t.idem,
-                    table_id::IDEMPOTENCY,
-                    (job_id, eid.as_str()),
-                    seq,
-                )?;
+                t.idem.insert((job_id, eid.as_str()), seq)?;
             }
         }
         if let Some((from, to)) = apply::trim_history(&mut job, self.retention.max_events_per_job) {
-            t.redo.delete_range(
-                &mut t.events,
-                table_id::EVENTS,
-                (job_id, from),
-                (job_id, to),
-                false,
-            )?;
+            t.events
+                .retain_in((job_id, from)..(job_id, to), |_, _| false)?;
         }
         let mut notification = None;
         if job.status.is_terminal() && !applied.events.is_empty() {
             let at = now.plus(self.retention.terminal_ttl).as_millis();
-            t.redo
-                .put(&mut t.expiry, table_id::EXPIRY, (at, job_id), ())?;
+            t.expiry.insert((at, job_id), ())?;
             // The terminal event is the last one; its creator is notified in the
             // same transaction, so a notification exists iff the event does.
             if let Some(last) = applied.events.last() {
@@ -1078,24 +808,11 @@ impl Writer {
                 let head = t.notify_head.get(owner.as_str())?.map_or(0, |v| v.value());
                 let seq = head + 1;
                 let frame = channel::notification_frame(seq, &last.published.bytes);
-                t.redo.put(
-                    &mut t.notify,
-                    table_id::NOTIFY,
-                    (owner.as_str(), seq),
-                    frame.as_ref(),
-                )?;
-                t.redo.put(
-                    &mut t.notify_head,
-                    table_id::NOTIFY_HEAD,
-                    owner.as_str(),
-                    seq,
-                )?;
+                t.notify.insert((owner.as_str(), seq), frame.as_ref())?;
+                t.notify_head.insert(owner.as_str(), seq)?;
                 if seq > channel::NOTIFICATIONS_KEPT {
-                    t.redo.delete(
-                        &mut t.notify,
-                        table_id::NOTIFY,
-                        (owner.as_str(), seq - channel::NOTIFICATIONS_KEPT),
-                    )?;
+                    t.notify
+                        .remove((owner.as_str(), seq - channel::NOTIFICATIONS_KEPT))?;
                 }
                 notification = Some(Published {
                     job_id: Arc::from(owner.as_str()),
@@ -1123,24 +840,13 @@ impl Writer {
             expired.push((at, id.to_owned()));
         }
         for (at, id) in &expired {
-            let id = id.as_str();
-            t.redo.delete(&mut t.expiry, table_id::EXPIRY, (*at, id))?;
-            t.redo.delete(&mut t.jobs, table_id::JOBS, id)?;
-            t.redo.delete(&mut t.creates, table_id::CREATES, id)?;
-            t.redo.delete_range(
-                &mut t.events,
-                table_id::EVENTS,
-                (id, 0),
-                (id, u64::MAX),
-                true,
-            )?;
-            t.redo.delete_range(
-                &mut t.idem,
-                table_id::IDEMPOTENCY,
-                (id, ""),
-                (id, "\u{7f}"),
-                false,
-            )?;
+            t.expiry.remove((*at, id.as_str()))?;
+            t.jobs.remove(id.as_str())?;
+            t.creates.remove(id.as_str())?;
+            t.events
+                .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+            t.idem
+                .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
             self.cache.remove(id);
             self.tail.remove(id);
         }

