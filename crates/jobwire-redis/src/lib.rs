@@ -129,7 +129,6 @@ pub enum ConnectError {
 struct Scripts {
     create: Script,
     publish: Script,
-    history: Script,
     sweep: Script,
 }
 
@@ -146,7 +145,17 @@ pub struct RedisEngine {
     /// False after a failed command, until one succeeds (drives /readyz).
     commands_ok: AtomicBool,
     closing: AtomicBool,
+    /// Bounds the history and notification range reads in flight (see
+    /// [`MAX_CONCURRENT_READS`]).
+    reads: tokio::sync::Semaphore,
 }
+
+/// Range reads (history pages, notification pages) sent to Redis at once by one
+/// instance. All commands share one multiplexed connection with a response timeout:
+/// a reconnect storm of 10,000 clients otherwise queued 10,000 range reads at once,
+/// the last ones timed out (`storage_unavailable`, close 1011) and the engine
+/// reported itself unhealthy. Waiting for a permit is not part of the timeout.
+pub const MAX_CONCURRENT_READS: usize = 32;
 
 fn storage(e: impl std::fmt::Display) -> HubError {
     HubError::Storage(e.to_string())
@@ -192,16 +201,16 @@ pub(crate) fn parse_entries(v: Value) -> Vec<(u64, EventKind, Bytes)> {
             _ => None,
         };
         let Some(seq) = seq else { continue };
-        let Some(Value::Array(fields)) = fields else {
+        let Some(Value::Array(mut fields)) = fields else {
             continue;
         };
         let mut kind = EventKind::Other;
         let mut json = None;
-        for pair in fields.chunks(2) {
+        for pair in fields.chunks_mut(2) {
             if let [Value::BulkString(k), Value::BulkString(v)] = pair {
                 match k.as_slice() {
                     b"k" => kind = kind_from(v),
-                    b"e" => json = Some(Bytes::copy_from_slice(v)),
+                    b"e" => json = Some(Bytes::from(std::mem::take(v))),
                     _ => {}
                 }
             }
@@ -284,13 +293,13 @@ impl RedisEngine {
             scripts: Scripts {
                 create: Script::new(include_str!("scripts/create.lua")),
                 publish: Script::new(include_str!("scripts/publish.lua")),
-                history: Script::new(include_str!("scripts/history.lua")),
                 sweep: Script::new(include_str!("scripts/sweep.lua")),
             },
             watcher,
             metrics,
             commands_ok: AtomicBool::new(true),
             closing: AtomicBool::new(false),
+            reads: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
         });
         let weak = Arc::downgrade(&engine);
         let every = config.retention.sweep_interval;
@@ -504,24 +513,27 @@ impl RedisEngine {
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, HubError> {
+        let _permit = self.reads.acquire().await.map_err(storage)?;
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<Value> = self
-            .scripts
-            .history
-            .key(self.keys.job(job_id))
-            .key(self.keys.events(job_id))
-            .arg(after.saturating_add(1))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await;
-        let v = self.track(r)?;
-        let Value::Array(mut parts) = v else {
+        // MULTI/EXEC: the snapshot and the range at one point in time. (A Lua script
+        // did this before; Redis then converted every entry into a Lua table and back,
+        // which made it the larger half of a replay's cost.)
+        let mut pipe = redis::pipe();
+        pipe.atomic().hget(self.keys.job(job_id), "snap");
+        if limit > 0 {
+            pipe.cmd("XRANGE")
+                .arg(self.keys.events(job_id))
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit);
+        }
+        let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut conn).await;
+        let mut parts = self.track(r)?.into_iter();
+        let Some(Value::BulkString(snap)) = parts.next() else {
             return Err(HubError::NotFound);
         };
-        let entries = parts.pop().unwrap_or(Value::Nil);
-        let Some(Value::BulkString(snap)) = parts.pop() else {
-            return Err(HubError::NotFound);
-        };
+        let entries = parts.next().unwrap_or(Value::Nil);
         let job: Job = serde_json::from_slice(&snap).map_err(storage)?;
         let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
         let events: Vec<(u64, Bytes)> = parse_entries(entries)
@@ -544,6 +556,7 @@ impl RedisEngine {
         after: u64,
         limit: usize,
     ) -> Result<NotificationPage, HubError> {
+        let _permit = self.reads.acquire().await.map_err(storage)?;
         let mut conn = self.conn.clone();
         let stream = self.keys.events(owner);
         // MULTI/EXEC: the head and both ranges are read at one point in time.

@@ -96,6 +96,37 @@ async fn reconnect_with_since_misses_nothing_and_repeats_nothing(engine: Engine)
     assert_eq!(live[0]["line"], "live");
 }
 
+/// Many clients reconnecting at once with `since=0` all catch up: on Redis, range
+/// reads beyond the per-instance bound wait for a permit instead of queueing on the
+/// connection until they time out (`storage_unavailable`, close 1011).
+async fn a_reconnect_storm_catches_everyone_up(engine: Engine) {
+    let s = Server::start_on(engine).await;
+    s.create("j").await;
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "log", "line": format!("b{b}-{i}")}))
+            .collect();
+        s.publish("j", Value::Array(batch)).await;
+    }
+    let url = s.ws_url("/v1/jobs/j/ws?since=0");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let url = url.clone();
+        clients.spawn(async move {
+            let mut ws = Ws::connect(&url).await;
+            let first = ws.json().await;
+            assert_eq!(first["type"], "snapshot", "{first}");
+            expect_seqs(&mut ws, "j", 1, 1001).await.len()
+        });
+    }
+    let mut caught_up = 0;
+    while let Some(r) = clients.join_next().await {
+        assert_eq!(r.expect("client task"), 1001);
+        caught_up += 1;
+    }
+    assert_eq!(caught_up, 200);
+}
+
 async fn no_gap_no_duplicate_while_publishing_races_subscribing(engine: Engine) {
     let s = Arc::new(Server::start_on(engine).await);
     s.create("race").await;
@@ -482,6 +513,7 @@ crate::on_both_engines!(
     single_job_socket_sends_snapshot_then_live_then_closes_1000_at_the_end,
     unknown_job_gets_an_error_frame_then_close_4504,
     reconnect_with_since_misses_nothing_and_repeats_nothing,
+    a_reconnect_storm_catches_everyone_up,
     no_gap_no_duplicate_while_publishing_races_subscribing,
     multiplexed_socket_subscribes_unsubscribes_and_survives_bad_frames,
     oversize_message_beyond_the_hard_limit_closes_1009,
