@@ -155,7 +155,7 @@ pub struct RedisEngine {
 /// a reconnect storm of 10,000 clients otherwise queued 10,000 range reads at once,
 /// the last ones timed out (`storage_unavailable`, close 1011) and the engine
 /// reported itself unhealthy. Waiting for a permit is not part of the timeout.
-pub const MAX_CONCURRENT_READS: usize = 32;
+pub const MAX_CONCURRENT_READS: usize = 8;
 
 fn storage(e: impl std::fmt::Display) -> HubError {
     HubError::Storage(e.to_string())
