@@ -115,16 +115,11 @@ static T_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"data\
 /// Reads the unsigned integer right after `key`, if present.
 fn field_u64(s: &str, key: &Finder<'_>) -> Option<u64> {
     let start = key.find(s.as_bytes())? + key.needle().len();
-    let digits = s.as_bytes()[start..]
+    let n = s.as_bytes()[start..]
         .iter()
-        .take_while(|b| b.is_ascii_digit());
-    let mut n: u64 = 0;
-    let mut any = false;
-    for d in digits {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        any = true;
-    }
-    any.then_some(n)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    s.get(start..start + n)?.parse().ok()
 }
 
 /// The seq of a wire event, or `None` for a control frame.

@@ -72,6 +72,18 @@ pub struct HistoryPage {
     pub truncated: bool,
 }
 
+/// What a history read after `after` covers of `job`: whether events the caller
+/// lacks were trimmed by retention (`truncated`), and the first seq still kept that
+/// it wants (greater than `job.seq` when there is nothing to read). Every engine's
+/// history read, and the replay tail, decide their page with this.
+pub fn history_window(job: &Job, after: u64) -> (bool, u64) {
+    let next = after.saturating_add(1);
+    (
+        after < job.seq && next < job.history_start,
+        next.max(job.history_start),
+    )
+}
+
 /// A page of one user's notification stream (see [`crate::channel`]).
 #[derive(Debug, Clone, Default)]
 pub struct NotificationPage {

@@ -535,7 +535,7 @@ impl RedisEngine {
         };
         let entries = parts.next().unwrap_or(Value::Nil);
         let job: Job = serde_json::from_slice(&snap).map_err(storage)?;
-        let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
+        let (truncated, _) = jobwire_core::engine::history_window(&job, after);
         let events: Vec<(u64, Bytes)> = parse_entries(entries)
             .into_iter()
             .filter(|(seq, _, _)| *seq <= job.seq)

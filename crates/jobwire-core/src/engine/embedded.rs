@@ -15,7 +15,8 @@ use crate::channel;
 use crate::engine::apply::{self, ApplyError};
 use crate::engine::tail::{Snapshot, TailCache, PER_JOB_EVENTS};
 use crate::engine::{
-    BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
+    history_window, BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob,
+    NotificationPage,
 };
 use crate::error::HubError;
 use crate::metrics::Metrics;
@@ -389,8 +390,7 @@ fn read_history(
     let txn = db.begin_read().map_err(storage)?;
     let jobs = txn.open_table(JOBS).map_err(storage)?;
     let job = read_job(&jobs, id)?.ok_or(HubError::NotFound)?;
-    let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
-    let start = after.saturating_add(1).max(job.history_start);
+    let (truncated, start) = history_window(&job, after);
     let mut events = Vec::new();
     let mut last_seq = after;
     if start <= job.seq && limit > 0 {

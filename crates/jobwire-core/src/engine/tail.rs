@@ -15,7 +15,7 @@
 //! job whose last event is evicted leaves the tail (so does one with no event to
 //! hold). Each job also keeps at most `per_job` events.
 
-use crate::engine::HistoryPage;
+use crate::engine::{history_window, HistoryPage};
 use bytes::{Bytes, BytesMut};
 use jobwire_proto::Job;
 use std::collections::{HashMap, VecDeque};
@@ -225,8 +225,7 @@ impl TailCache {
             let inner = self.lock();
             let t = inner.jobs.get(key)?;
             let job = &t.job;
-            let truncated = after < job.seq && after.saturating_add(1) < job.history_start;
-            let start = after.saturating_add(1).max(job.history_start);
+            let (truncated, start) = history_window(job, after);
             let mut events = Vec::new();
             let mut last_seq = after;
             if start <= job.seq && limit > 0 {
