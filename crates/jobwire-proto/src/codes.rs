@@ -69,14 +69,38 @@ error_codes! {
     KeyNotFound = (3008, "key_not_found", 404, "No such API key in the caller's tenant."),
     AuthDisabled = (3009, "auth_disabled", 409, "API keys need authentication: the server runs in development mode, without tenants."),
     StorageUnavailable = (5001, "storage_unavailable", 503, "The store could not make the write durable; nothing was acknowledged. Retry."),
+    StorageFull = (5004, "storage_full", 507, "The store is out of space (a full disk, or Redis at `maxmemory`); nothing was acknowledged. Retry once space is freed."),
     ShuttingDown = (5002, "shutting_down", 503, "The server is shutting down; retry against another instance or later."),
     Internal = (5003, "internal", 500, "An internal error; details are in the server log."),
 }
 
+/// What a client does after the server closes with a given [`CloseCode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseAction {
+    /// Reconnect with backoff and resume every subscription with `since`.
+    Reconnect,
+    /// Get a fresh token (e.g. from `getToken()`), then reconnect and resume.
+    RefreshToken,
+    /// Do not reconnect without changing the request.
+    Stop,
+}
+
+impl CloseAction {
+    /// The snake_case name used in the exported table (`codes.json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseAction::Reconnect => "reconnect",
+            CloseAction::RefreshToken => "refresh_token",
+            CloseAction::Stop => "stop",
+        }
+    }
+}
+
 macro_rules! close_codes {
-    ($( $variant:ident = ($num:literal, $reconnect:literal, $doc:literal), )*) => {
+    ($( $variant:ident = ($num:literal, $name:literal, $action:ident, $doc:literal), )*) => {
         /// WebSocket close codes the server uses. 4000-4499: reconnect and resume with
-        /// `since`; 4500-4999: do not reconnect without changing the request.
+        /// `since`; 4500-4999: do not reconnect without changing the request (4501: not
+        /// without a fresh token).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum CloseCode {
@@ -92,9 +116,19 @@ macro_rules! close_codes {
                 match self { $( CloseCode::$variant => $num, )* }
             }
 
-            /// Whether a client should reconnect (resuming with `since`).
+            /// The snake_case name used in the exported table (`codes.json`).
+            pub fn as_str(self) -> &'static str {
+                match self { $( CloseCode::$variant => $name, )* }
+            }
+
+            /// What a client should do after this close.
+            pub fn action(self) -> CloseAction {
+                match self { $( CloseCode::$variant => CloseAction::$action, )* }
+            }
+
+            /// Whether a client should reconnect as it is (resuming with `since`).
             pub fn reconnect(self) -> bool {
-                match self { $( CloseCode::$variant => $reconnect, )* }
+                self.action() == CloseAction::Reconnect
             }
 
             /// One line saying what the code means.
@@ -106,21 +140,65 @@ macro_rules! close_codes {
 }
 
 close_codes! {
-    Normal = (1000, false, "The watched job reached a terminal state; its last event was delivered."),
-    MessageTooBig = (1009, false, "A frame exceeded the hard WebSocket message limit."),
-    InternalError = (1011, true, "The server hit an internal error on this connection."),
-    ServiceRestart = (1012, true, "The server is restarting or shutting down; reconnect with `since`."),
-    IdleTimeout = (4000, true, "Nothing was received from the client within the idle timeout."),
-    SlowConsumer = (4001, true, "The client read too slowly and its outbound queue overflowed; reconnect with `since`."),
-    Resync = (4002, true, "The server lost part of this job's live stream (e.g. after a long Redis outage); reconnect with `since`."),
-    TokenExpired = (4501, false, "The token expired; reconnect with a fresh one (or send an `auth` frame before expiry)."),
-    JobNotFound = (4504, false, "The job watched by a single-job socket does not exist."),
+    Normal = (1000, "normal", Stop, "The watched job reached a terminal state; its last event was delivered."),
+    MessageTooBig = (1009, "message_too_big", Stop, "A frame exceeded the hard WebSocket message limit."),
+    InternalError = (1011, "internal_error", Reconnect, "The server hit an internal error on this connection."),
+    ServiceRestart = (1012, "service_restart", Reconnect, "The server is restarting or shutting down; reconnect with `since`."),
+    IdleTimeout = (4000, "idle_timeout", Reconnect, "Nothing was received from the client within the idle timeout."),
+    SlowConsumer = (4001, "slow_consumer", Reconnect, "The client read too slowly and its outbound queue overflowed; reconnect with `since`."),
+    Resync = (4002, "resync", Reconnect, "The server lost part of this job's live stream (e.g. after a long Redis outage); reconnect with `since`."),
+    TokenExpired = (4501, "token_expired", RefreshToken, "The token expired; reconnect with a fresh one (or send an `auth` frame before expiry)."),
+    JobNotFound = (4504, "job_not_found", Stop, "The job watched by a single-job socket does not exist."),
+}
+
+/// The whole table as JSON: what `codes.json` at this crate's root holds, and what the
+/// Python and JavaScript clients check their mirrored tables against.
+pub fn table_json() -> serde_json::Value {
+    let errors: Vec<_> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.as_str(),
+                "number": c.number(),
+                "http_status": c.http_status(),
+                "description": c.description(),
+            })
+        })
+        .collect();
+    let closes: Vec<_> = CloseCode::ALL
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.as_str(),
+                "number": c.number(),
+                "action": c.action().as_str(),
+                "description": c.description(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "error_codes": errors, "close_codes": closes })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// `codes.json` is generated from this table; regenerate with
+    /// `JOBWIRE_BLESS=1 cargo test -p jobwire-proto codes_json`.
+    #[test]
+    fn codes_json_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/codes.json");
+        let want = serde_json::to_string_pretty(&table_json()).unwrap_or_default() + "\n";
+        if std::env::var_os("JOBWIRE_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} is stale: run JOBWIRE_BLESS=1 cargo test -p jobwire-proto codes_json"
+        );
+    }
 
     #[test]
     fn numbers_and_names_are_unique() {

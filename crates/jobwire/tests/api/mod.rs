@@ -562,9 +562,10 @@ fn protocol_doc_lists_every_error_and_close_code() {
     }
     for c in CloseCode::ALL {
         let row = format!(
-            "| {} | {} |",
+            "| {} | `{}` | {} |",
             c.number(),
-            if c.reconnect() { "yes" } else { "no" }
+            c.as_str(),
+            c.action().as_str()
         );
         assert!(
             doc.contains(&row),
