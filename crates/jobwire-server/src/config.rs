@@ -1,6 +1,7 @@
 //! Server settings with their defaults; the binary fills them from flags/env.
 
 use crate::ratelimit::PublishLimit;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Transport settings.
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Publish rate limit per API key / tenant / IP (off by default).
     pub publish_limit: PublishLimit,
+    /// Serve the dashboard from this directory instead of the embedded bundle.
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             publish_limit: PublishLimit::default(),
+            dashboard_dir: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The route table: every endpoint of the `/v1` API, in one place.
 
+mod dashboard;
 mod health;
 mod jobs;
 mod keys;
@@ -35,6 +36,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/ws", get(channel::project))
         .route("/v1/notifications/ws", get(channel::notifications))
         .route("/v1/openapi.json", get(health::openapi))
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::assets))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

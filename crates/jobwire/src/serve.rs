@@ -144,6 +144,10 @@ pub(crate) struct ServeArgs {
     /// How long shutdown waits for connections to drain.
     #[arg(long, env = "JOBWIRE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Serve the dashboard at `/` from this directory (a `dashboard/dist` build) instead
+    /// of the copy built into the binary; for working on the dashboard.
+    #[arg(long, env = "JOBWIRE_DASHBOARD_DIR")]
+    dashboard_dir: Option<std::path::PathBuf>,
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -278,6 +282,7 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
             rate: a.publish_rate,
             burst: f64::from(a.publish_burst),
         },
+        dashboard_dir: a.dashboard_dir.clone(),
     };
     if !(a.publish_rate.is_finite() && a.publish_rate >= 0.0) {
         anyhow::bail!("--publish-rate must be a number of events per second, 0 or more");
