@@ -62,9 +62,31 @@ pub fn plan_replay(
     (planned, omitted)
 }
 
+/// The project name that stands for every project of the tenant (and jobs without
+/// one): `GET /v1/projects/*/ws`. It is not a valid project name, so no real project
+/// can take it.
+pub const ALL_PROJECTS: &str = "*";
+
 /// Registry key of the project channel of `project` in `tenant`'s namespace.
 pub fn project_key(tenant: Option<&str>, project: &str) -> String {
     format!("~p/{}/{project}", tenant.unwrap_or(""))
+}
+
+/// Registry key of the every-project channel of the tenant of the job stored under
+/// `job_key` (`<tenant>/<id>` or `<id>`).
+pub fn all_projects_key_of_job(job_key: &str) -> String {
+    let tenant = job_key.split_once('/').map(|(t, _)| t);
+    project_key(tenant, ALL_PROJECTS)
+}
+
+/// Whether a registry key is an every-project channel.
+pub fn is_all_projects_key(key: &str) -> bool {
+    is_project_key(key) && key.ends_with("/*")
+}
+
+/// The project name in a project channel key (`~p/<tenant>/<project>`).
+pub fn project_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("~p/")?.split_once('/').map(|(_, p)| p)
 }
 
 /// Registry key (and store key) of the notification stream of user `sub` in
@@ -106,6 +128,12 @@ mod tests {
         assert_eq!(owner_key(Some("acme"), Some("u/1")), "~n/acme/752f31");
         assert!(is_project_key("~p/acme/video"));
         assert!(!is_project_key("acme/~p"));
+        assert_eq!(all_projects_key_of_job("acme/j1"), "~p/acme/*");
+        assert_eq!(all_projects_key_of_job("j1"), "~p//*");
+        assert!(is_all_projects_key("~p/acme/*"));
+        assert!(!is_all_projects_key("~p/acme/video"));
+        assert_eq!(project_of_key("~p/acme/video"), Some("video"));
+        assert_eq!(project_of_key("~p//video"), Some("video"));
         let f = notification_frame(3, br#"{"type":"completed"}"#);
         let v: serde_json::Value = serde_json::from_slice(&f).unwrap_or_default();
         assert_eq!(v["seq"], 3);

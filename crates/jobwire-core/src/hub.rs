@@ -186,11 +186,71 @@ impl Hub {
     }
 
     /// Lists the caller's jobs (its namespace, narrowed by its allow-lists).
+    ///
+    /// The cursor `next` is always the id of a job on the page (so it never names a
+    /// job outside the caller's allow-lists), and a page is short only when it is
+    /// the last one.
     pub async fn list(&self, access: &Access, mut query: ListQuery) -> Result<ListPage, HubError> {
         query.tenant.clone_from(&access.tenant);
-        let mut page = self.engine.list(query).await?;
-        page.jobs.retain(|j| access.may_see(j));
-        Ok(page)
+        let limit = query.limit.max(1);
+        if let Some(ids) = &access.jobs {
+            return self.list_allowed(access, ids, query, limit).await;
+        }
+        let mut jobs = Vec::new();
+        loop {
+            let page = self.engine.list(query.clone()).await?;
+            jobs.extend(page.jobs.into_iter().filter(|j| access.may_see(j)));
+            if jobs.len() >= limit {
+                jobs.truncate(limit);
+                let next = jobs.last().map(|j| j.id.clone());
+                return Ok(ListPage { jobs, next });
+            }
+            match page.next {
+                Some(after) => query.after = Some(after),
+                None => return Ok(ListPage { jobs, next: None }),
+            }
+        }
+    }
+
+    /// `list` for a token with a `jobs` allow-list: read those jobs (in id order,
+    /// after the cursor) instead of scanning the tenant.
+    async fn list_allowed(
+        &self,
+        access: &Access,
+        ids: &[String],
+        query: ListQuery,
+        limit: usize,
+    ) -> Result<ListPage, HubError> {
+        let mut ids: Vec<&String> = ids
+            .iter()
+            .filter(|id| query.after.as_ref().is_none_or(|a| *id > a))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut jobs = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if JobId::validate(id).is_err() {
+                continue;
+            }
+            let job = match self.engine.snapshot(&access.key(id)).await {
+                Ok(j) => j,
+                Err(HubError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            if !access.may_see(&job)
+                || query.status.is_some_and(|s| s != job.status)
+                || (query.project.is_some() && query.project != job.project)
+            {
+                continue;
+            }
+            jobs.push(job);
+            if jobs.len() == limit {
+                let more = i + 1 < ids.len();
+                let next = more.then(|| jobs.last().map(|j| j.id.clone())).flatten();
+                return Ok(ListPage { jobs, next });
+            }
+        }
+        Ok(ListPage { jobs, next: None })
     }
 
     /// A new outbound queue for one connection.
@@ -239,9 +299,15 @@ impl Hub {
         outbox: &Arc<Outbox>,
         positions: &BTreeMap<String, u64>,
     ) -> Result<ProjectCatchUp, HubError> {
-        JobId::validate(project).map_err(|_| HubError::NotFound)?;
-        if !access.may_use_project(Some(project)) {
-            return Err(HubError::NotFound);
+        let all = project == channel::ALL_PROJECTS;
+        if all && access.projects.is_some() {
+            return Err(HubError::Forbidden);
+        }
+        if !all {
+            JobId::validate(project).map_err(|_| HubError::NotFound)?;
+            if !access.may_use_project(Some(project)) {
+                return Err(HubError::NotFound);
+            }
         }
         let key = channel::project_key(access.tenant.as_deref(), project);
         self.registry.add(&key, outbox);
@@ -253,7 +319,7 @@ impl Hub {
         let mut after = None;
         loop {
             let query = ListQuery {
-                project: Some(project.to_owned()),
+                project: (!all).then(|| project.to_owned()),
                 after: after.take(),
                 limit: 1000,
                 ..ListQuery::default()

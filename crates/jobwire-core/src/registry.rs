@@ -8,6 +8,7 @@ use crate::session::{Closed, Outbox, Published, Push};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
@@ -18,6 +19,9 @@ type Shard = HashMap<Arc<str>, Vec<Arc<Outbox>>>;
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
     metrics: Arc<Metrics>,
+    /// Outboxes on every-project channels (`~p/<tenant>/*`): while zero, a broadcast
+    /// skips building that key (the common case costs one atomic load).
+    all_projects: AtomicUsize,
 }
 
 impl Registry {
@@ -25,6 +29,7 @@ impl Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             metrics,
+            all_projects: AtomicUsize::new(0),
         }
     }
 
@@ -47,6 +52,9 @@ impl Registry {
             }
         }
         self.metrics.subscriptions.inc();
+        if crate::channel::is_all_projects_key(job) {
+            self.all_projects.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Stops delivering `job`'s events to `outbox`.
@@ -56,6 +64,9 @@ impl Registry {
             if let Some(i) = list.iter().position(|o| Arc::ptr_eq(o, outbox)) {
                 list.swap_remove(i);
                 self.metrics.subscriptions.dec();
+                if crate::channel::is_all_projects_key(job) {
+                    self.all_projects.fetch_sub(1, Ordering::Relaxed);
+                }
             }
             if list.is_empty() {
                 shard.remove(job);
@@ -77,12 +88,16 @@ impl Registry {
         }
     }
 
-    /// Pushes one committed event to every watcher of its job, and of its project
-    /// channel when [`Published::project`] is set (the same shared bytes).
+    /// Pushes one committed event to every watcher of its job, of its project
+    /// channel when [`Published::project`] is set, and of its tenant's every-project
+    /// channel (the same shared bytes).
     pub fn broadcast(&self, ev: &Published) {
         self.broadcast_to(&ev.job_id, ev);
         if let Some(project) = &ev.project {
             self.broadcast_to(project, ev);
+        }
+        if self.all_projects.load(Ordering::Relaxed) > 0 {
+            self.broadcast_to(&crate::channel::all_projects_key_of_job(&ev.job_id), ev);
         }
     }
 

@@ -381,6 +381,10 @@ impl RedisEngine {
                     .map_or_else(String::new, |p| self.keys.project_channel(p)),
             )
             .arg(self.publish_cmd)
+            .arg(
+                self.keys
+                    .project_channel(&channel::all_projects_key_of_job(&new.key)),
+            )
             .invoke_async(&mut conn)
             .await;
         let Value::Array(parts) = self.track(r)? else {
@@ -485,7 +489,11 @@ impl RedisEngine {
                 .arg(project_channel)
                 .arg(self.keys.channel(&owner))
                 .arg(channel::NOTIFICATIONS_KEPT)
-                .arg(self.publish_cmd);
+                .arg(self.publish_cmd)
+                .arg(
+                    self.keys
+                        .project_channel(&channel::all_projects_key_of_job(job_id)),
+                );
             for e in &applied.events {
                 inv.arg(e.published.seq)
                     .arg(kind_char(e.published.kind))
@@ -625,29 +633,38 @@ impl RedisEngine {
             None if prefix.is_empty() => "-".to_owned(),
             None => format!("[{prefix}"),
         };
+        // The end of the tenant's range: `<tenant>0` is the first string after every
+        // `<tenant>/…` (`0` follows `/`), so Redis stops at the tenant's last key.
+        let end = match &q.tenant {
+            Some(t) => format!("({t}0"),
+            None => "+".to_owned(),
+        };
         loop {
             let r: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGEBYLEX")
                 .arg(self.keys.index())
                 .arg(&cursor)
-                .arg("+")
+                .arg(&end)
                 .arg("LIMIT")
                 .arg(0)
                 .arg(RANGE_PAGE)
                 .query_async(&mut conn)
                 .await;
-            let ids = self.track(r)?;
-            if ids.is_empty() {
-                return Ok(ListPage {
-                    jobs: out,
-                    next: None,
-                });
-            }
+            let mut ids = self.track(r)?;
+            let scanned = ids.len();
+            let last_scanned = ids.last().cloned();
+            // The index holds every tenant's keys; the range ends at this tenant's,
+            // and without a tenant only keys without one are ours.
+            ids.retain(|k| in_namespace(k, &prefix));
             let mut pipe = redis::pipe();
             for id in &ids {
                 pipe.cmd("HGET").arg(self.keys.job(id)).arg("snap");
             }
-            let r: redis::RedisResult<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await;
-            let snaps = self.track(r)?;
+            let snaps: Vec<Option<Vec<u8>>> = if ids.is_empty() {
+                Vec::new()
+            } else {
+                let r = pipe.query_async(&mut conn).await;
+                self.track(r)?
+            };
             for snap in snaps.into_iter().flatten() {
                 let job: Job = serde_json::from_slice(&snap).map_err(storage)?;
                 if q.status.is_some_and(|s| s != job.status) {
@@ -662,8 +679,8 @@ impl RedisEngine {
                 }
                 out.push(job);
             }
-            match ids.last() {
-                Some(last) if ids.len() == RANGE_PAGE => cursor = format!("({last}"),
+            match last_scanned {
+                Some(last) if scanned == RANGE_PAGE => cursor = format!("({last}"),
                 _ => {
                     return Ok(ListPage {
                         jobs: out,
@@ -672,6 +689,16 @@ impl RedisEngine {
                 }
             }
         }
+    }
+}
+
+/// Whether index entry `key` belongs to the namespace whose keys start with `prefix`
+/// (`<tenant>/`; empty: the default namespace, whose keys have no `/`).
+fn in_namespace(key: &str, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        !key.contains('/')
+    } else {
+        key.starts_with(prefix)
     }
 }
 

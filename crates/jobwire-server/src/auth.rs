@@ -303,7 +303,13 @@ impl Verifier {
                 jobs: list("jobs"),
                 projects: list("projects"),
             },
-            claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            // An empty subject is no subject: it must not name the owner of every
+            // job created without one.
+            claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
             &scopes,
             claims.get("exp").and_then(Value::as_u64),
             None,

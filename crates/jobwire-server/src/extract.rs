@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
@@ -20,6 +20,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
+    }
+}
+
+/// Path parameters; one that does not decode (e.g. percent-encoded bytes that are not
+/// UTF-8) is `bad_request` (400) in the JSON error envelope.
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, st)
+            .await
+            .map(|Path(p)| ApiPath(p))
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))
     }
 }

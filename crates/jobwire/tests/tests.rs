@@ -15,6 +15,8 @@
 //!   close 4001), terminal close 1000, shutdown close 1012.
 //! - `channels`: project and notification channel sockets on both engines: what
 //!   arrives, tenant/user isolation, allow-lists, lossless resume, two Redis instances.
+//! - `isolation`: tenant and allow-list isolation of every id and cursor (list pages
+//!   and `next`, history, project and every-project channels, notifications, keys).
 //! - `sse`: Server-Sent Events stream, Last-Event-ID resume, end after terminal, 204.
 //! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
@@ -37,6 +39,7 @@ mod channels;
 mod cli;
 mod cluster;
 mod durability;
+mod isolation;
 mod keys;
 mod redis_tls;
 mod sse;

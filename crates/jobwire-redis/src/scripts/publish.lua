@@ -8,13 +8,14 @@
 --       6 expire-at ms ('' if not terminal), 7 job id, 8 event count,
 --       9 project channel ('' if none), 10 owner channel, 11 notifications kept,
 --       12 publish command (PUBLISH, or SPUBLISH for sharded pub/sub),
+--       13 the tenant's every-project channel,
 --       then per event: seq, kind, event JSON, event_id ('' if none)
 -- Returns 1 on success, 0 on a seq conflict (caller re-reads and retries), -1 if gone.
 local cur = redis.call('HGET', KEYS[1], 'seq')
 if not cur then return -1 end
 if cur ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[8])
-local first = 13
+local first = 14
 local publish = ARGV[12]
 for i = 0, n - 1 do
   local b = first + i * 4
@@ -37,9 +38,9 @@ end
 for i = 0, n - 1 do
   local b = first + i * 4
   redis.call(publish, ARGV[4], ARGV[b] .. ' ' .. ARGV[b + 1] .. ' ' .. ARGV[b + 2])
-  if ARGV[9] ~= '' then
-    redis.call(publish, ARGV[9], ARGV[b] .. ' ' .. ARGV[b + 1] .. ' ' .. ARGV[7] .. ' ' .. ARGV[b + 2])
-  end
+  local tagged = ARGV[b] .. ' ' .. ARGV[b + 1] .. ' ' .. ARGV[7] .. ' ' .. ARGV[b + 2]
+  if ARGV[9] ~= '' then redis.call(publish, ARGV[9], tagged) end
+  redis.call(publish, ARGV[13], tagged)
 end
 if note then redis.call(publish, ARGV[10], note) end
 return 1

@@ -3,8 +3,9 @@
 //! when set (for working on the dashboard without rebuilding the server).
 
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jobwire_proto::ErrorCode;
@@ -28,7 +29,7 @@ pub(crate) async fn index(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /assets/{*path}`: the page's scripts, styles and images.
-pub(crate) async fn assets(State(st): State<AppState>, Path(path): Path<String>) -> Response {
+pub(crate) async fn assets(State(st): State<AppState>, ApiPath(path): ApiPath<String>) -> Response {
     let rel = format!("assets/{path}");
     if !safe(&rel) {
         return ApiError::new(ErrorCode::RouteNotFound, "no such dashboard asset").into_response();

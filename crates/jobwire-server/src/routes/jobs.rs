@@ -3,13 +3,13 @@
 
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
-use crate::extract::{json_body, ApiQuery};
+use crate::extract::{json_body, ApiPath, ApiQuery};
 use crate::limits::PeerIp;
 use crate::transport::sse;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -107,7 +107,7 @@ fn job_urls(headers: &HeaderMap, id: &str) -> Value {
 pub(super) async fn get(
     State(st): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Watch)?;
     let job = st.hub.snapshot(&caller.access, &id).await?;
@@ -179,7 +179,7 @@ pub(super) async fn publish(
     State(st): State<AppState>,
     Caller(caller): Caller,
     PeerIp(ip): PeerIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Publish)?;
@@ -201,7 +201,7 @@ pub(super) async fn cancel(
     State(st): State<AppState>,
     Caller(caller): Caller,
     PeerIp(ip): PeerIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Publish)?;
@@ -241,7 +241,7 @@ pub(crate) async fn events(
     State(st): State<AppState>,
     Caller(caller): Caller,
     PeerIp(ip): PeerIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<HistoryParams>,
 ) -> Result<Response, ApiError> {

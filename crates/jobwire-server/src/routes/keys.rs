@@ -7,10 +7,10 @@
 use crate::apikeys;
 use crate::auth::{Caller, Principal, Scope};
 use crate::error::ApiError;
-use crate::extract::json_body;
+use crate::extract::{json_body, ApiPath};
 use crate::AppState;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -182,7 +182,7 @@ pub(super) async fn list(
 pub(super) async fn revoke(
     State(st): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let tenant = admin_tenant(&st, &caller)?;
     if !apikeys::valid_id(&id) || !st.hub.revoke_key(&tenant, &id).await? {

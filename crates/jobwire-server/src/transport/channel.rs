@@ -8,16 +8,16 @@
 
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::limits::PeerIp;
 use crate::transport::ws::{accept, text, Next, Session, Step};
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
-use jobwire_core::channel::NOTIFICATION_PAGE;
+use jobwire_core::channel::{ALL_PROJECTS, NOTIFICATION_PAGE};
 use jobwire_core::session::Published;
 use jobwire_proto::frame::{ClientFrame, ServerFrame};
 use jobwire_proto::{CloseCode, ErrorCode, JobId};
@@ -52,17 +52,26 @@ pub(crate) async fn project(
     State(st): State<AppState>,
     Caller(caller): Caller,
     PeerIp(ip): PeerIp,
-    Path(project): Path<String>,
+    ApiPath(project): ApiPath<String>,
     ApiQuery(_): ApiQuery<ChannelParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Watch)?;
-    if JobId::validate(&project).is_err() {
+    // `*`: every project of the tenant, and jobs without one (narrowed, like any
+    // listing, by the token's allow-lists).
+    let all = project == ALL_PROJECTS;
+    if !all && JobId::validate(&project).is_err() {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
-            "project must be 1-128 characters of [A-Za-z0-9._:-]",
+            "project must be 1-128 characters of [A-Za-z0-9._:-], or * for every project",
         ));
     }
-    if !caller.access.may_use_project(Some(&project)) {
+    if all && caller.access.projects.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the token has a `projects` allow-list: watch each of its projects' channels instead of *",
+        ));
+    }
+    if !all && !caller.access.may_use_project(Some(&project)) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "the token's `projects` allow-list does not include this project",
@@ -273,7 +282,8 @@ impl Session {
     }
 
     /// A project socket admits the first live frame of a job it has not seen (one
-    /// created after the listing) if the caller's job allow-list admits it.
+    /// created after the listing) if the caller's job allow-list admits it. (`*` is
+    /// refused to tokens with a `projects` allow-list, so it needs no project check.)
     pub(super) fn admit_new_project_job(&mut self, p: &Published) -> bool {
         if !matches!(self.channel, Some(Channel::Project(_)))
             || self.positions.contains(&p.job_id)

@@ -5,14 +5,14 @@
 
 use crate::auth::{Caller, Principal, Scope, WS_PROTOCOL};
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::limits::{PeerIp, Permit};
 use crate::transport::channel::Channel;
 use crate::transport::control;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -82,7 +82,7 @@ pub(crate) async fn single(
     State(st): State<AppState>,
     Caller(caller): Caller,
     PeerIp(ip): PeerIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<SinceParams>,
 ) -> Result<Response, ApiError> {
     accept(ws, st, caller, ip, Some(id), q.since, None)
