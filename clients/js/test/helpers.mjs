@@ -1,0 +1,113 @@
+// Test helpers: spawn the real jobwire binary on an ephemeral port, restart it, sign HS256 tokens.
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const REPO = resolve(here, '../../..');
+export const BIN = process.env.JOBWIRE_BIN || join(REPO, 'target/debug/jobwire');
+if (!existsSync(BIN)) {
+  throw new Error(`jobwire binary not found at ${BIN}: build it (cargo build) or set JOBWIRE_BIN`);
+}
+export { WebSocket };
+
+/** A running server. `args` are extra `serve` flags; `port` pins the port (for restarts). */
+export async function startServer({ args = [], dataDir, port = 0 } = {}) {
+  const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'jw-js-'));
+  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--log', 'warn', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const url = await new Promise((res, rej) => {
+    let out = '';
+    const t = setTimeout(() => rej(new Error(`server did not start: ${stderr}`)), 10_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /jobwire listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        res(m[1]);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(t);
+      rej(new Error(`server exited (${code}) before listening: ${stderr}`));
+    });
+  });
+  const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  return {
+    url,
+    port: Number(new URL(url).port),
+    dataDir: dir,
+    child,
+    args,
+    /** Stops with a signal and waits for the exit. */
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+    /** Stops (SIGTERM or SIGKILL) then starts again on the same port and data dir. */
+    async restart(signal = 'SIGTERM') {
+      await this.stop(signal);
+      return startServerRetry({ args, dataDir: dir, port: this.port });
+    },
+    cleanup() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The port may linger for a moment after a kill: retry the bind briefly. */
+async function startServerRetry(opts) {
+  for (let i = 0; ; i++) {
+    try {
+      return await startServer(opts);
+    } catch (e) {
+      if (i >= 20) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+const b64u = (b) => Buffer.from(b).toString('base64url');
+/** An HS256 JWT. */
+export function signToken(secret, claims) {
+  const head = b64u(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64u(JSON.stringify(claims));
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+/** Resolves when `pred()` is true (checked on every call of the returned `poke`, and every 20 ms). */
+export function until(pred, ms = 10_000, what = 'condition') {
+  return new Promise((res, rej) => {
+    const start = Date.now();
+    const tick = () => {
+      let v;
+      try {
+        v = pred();
+      } catch (e) {
+        return rej(e);
+      }
+      if (v) return res(v);
+      if (Date.now() - start > ms) return rej(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      setTimeout(tick, 20);
+    };
+    tick();
+  });
+}
+
+/** Raw HTTP helper for test setup (not the client under test). */
+export async function http(url, method, path, body, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
