@@ -1,0 +1,243 @@
+/**
+ * One job: status timeline, progress and stage, steps, the live log tail, result / error and
+ * metadata JSON, a cancel button (when the token may publish), copyable watch URL and curl line.
+ * It subscribes with since=0 on the multiplexed socket, so after a reconnect it resumes from the
+ * last seq it rendered: every log line exactly once.
+ */
+
+import { ApiError, canPublish, cancelJob, getToken, history, serverBase, wsBase } from '../api';
+import type { Mux } from '../live/mux';
+import { applyEvent } from '../reduce';
+import { TERMINAL, type Job, type WireEvent } from '../types';
+import { badge, clear, copyText, fmtDuration, fmtTime, h, statusLabel } from './dom';
+import { LogView } from './log';
+
+interface TimelineEntry {
+  status: string;
+  at: string;
+  seq: number;
+}
+
+export class JobPage {
+  readonly root: HTMLElement;
+  private job: Job | null = null;
+  private unwatch: (() => void) | null = null;
+  private readonly log = new LogView();
+  private timeline: TimelineEntry[] = [];
+  private labels = new Map<string, string>();
+  private lastStatus = '';
+  private firstSnap: { seq: number; logCount: number } | null = null;
+  private scheduled = false;
+  private readonly head = h('div', { class: 'job-head' });
+  private readonly progress = h('div', { class: 'job-progress' });
+  private readonly timelineEl = h('ol', { class: 'timeline', 'aria-label': 'Status timeline' });
+  private readonly stepsEl = h('ol', { class: 'steps', 'aria-label': 'Steps' });
+  private readonly outcome = h('div', { class: 'outcome' });
+  private readonly facts = h('dl', { class: 'facts' });
+  private readonly meta = h('pre', { class: 'json', tabindex: 0, 'aria-label': 'Metadata JSON' });
+  private readonly status = h('p', { class: 'job-status', role: 'status' });
+  private readonly cancelArea = h('div', { class: 'cancel-area' });
+
+  constructor(
+    readonly id: string,
+    private readonly mux: Mux,
+  ) {
+    const download = h('button', { type: 'button', class: 'btn', onclick: () => void this.download(download) }, 'Download whole log');
+    this.root = h(
+      'section',
+      { class: 'job-page', 'aria-labelledby': 'job-h' },
+      h('p', {}, h('a', { href: '#/', class: 'back' }, '← All jobs')),
+      this.head,
+      this.status,
+      this.progress,
+      h(
+        'div',
+        { class: 'job-grid' },
+        h('section', { class: 'panel log-panel', 'aria-labelledby': 'log-h' }, h('div', { class: 'panel-title' }, h('h3', { id: 'log-h' }, 'Log'), download), this.log.root),
+        h(
+          'div',
+          { class: 'job-side' },
+          h('section', { class: 'panel', 'aria-labelledby': 'tl-h' }, h('h3', { id: 'tl-h' }, 'Timeline'), this.timelineEl),
+          h('section', { class: 'panel', 'aria-labelledby': 'st-h' }, h('h3', { id: 'st-h' }, 'Steps'), this.stepsEl),
+          this.outcome,
+          h('section', { class: 'panel', 'aria-labelledby': 'md-h' }, h('h3', { id: 'md-h' }, 'Details'), this.facts, h('h4', {}, 'Metadata'), this.meta),
+          this.watchPanel(),
+        ),
+      ),
+    );
+    this.status.textContent = 'Loading…';
+  }
+
+  start(): void {
+    this.unwatch = this.mux.watch(
+      this.id,
+      {
+        snapshot: (job) => this.snapshot(job),
+        event: (ev) => this.event(ev),
+        truncated: () => this.log.markTrimmed(),
+        error: (code, message) => {
+          this.status.textContent = code === 'job_not_found' ? `No job "${this.id}" here (or your token may not see it).` : `${code}: ${message}`;
+          this.status.classList.add('error');
+        },
+      },
+      0,
+    );
+  }
+
+  stop(): void {
+    this.unwatch?.();
+    this.unwatch = null;
+  }
+
+  private snapshot(job: Job): void {
+    const copy: Job = structuredClone(job);
+    if (!this.job || copy.seq >= this.job.seq) this.job = copy;
+    if (!this.firstSnap) {
+      this.firstSnap = { seq: job.seq, logCount: job.log_count };
+      if (job.step?.label) this.labels.set(job.step.step, job.step.label);
+    }
+    this.status.textContent = '';
+    this.status.classList.remove('error');
+    this.schedule();
+  }
+
+  private event(ev: WireEvent): void {
+    if (this.job) applyEvent(this.job, ev);
+    if (ev.type === 'log') this.log.add(ev);
+    if (ev.type === 'step' && typeof ev.label === 'string') this.labels.set(String(ev.step), ev.label);
+    if (ev.status !== this.lastStatus || ev.type === 'stalled') {
+      this.timeline.push({ status: ev.type === 'stalled' ? 'stalled' : ev.status, at: ev.timestamp, seq: ev.seq });
+      this.lastStatus = ev.status;
+    }
+    if (this.firstSnap && ev.seq === this.firstSnap.seq) this.log.setCountAt(this.firstSnap.logCount);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    requestAnimationFrame(() => {
+      this.scheduled = false;
+      this.render();
+    });
+  }
+
+  private render(): void {
+    const job = this.job;
+    if (!job) return;
+    document.title = `${job.id} · ${statusLabel(job.status)} · jobwire`;
+    clear(this.head);
+    this.head.append(h('h2', { id: 'job-h', class: 'job-id' }, job.id), badge(job.status, job.stalled));
+    clear(this.cancelArea);
+    if (!TERMINAL.has(job.status) && canPublish()) this.cancelArea.append(this.cancelButton());
+    this.head.append(this.cancelArea);
+
+    clear(this.progress);
+    const pct = Math.max(0, Math.min(100, job.progress));
+    this.progress.append(
+      h(
+        'div',
+        { class: 'bigbar', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct * 10) / 10 },
+        h('div', { class: `bar-fill bar-${job.status}`, style: `width:${pct}%` }),
+      ),
+      h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
+    );
+
+    clear(this.timelineEl);
+    for (const t of this.timeline) this.timelineEl.append(h('li', {}, badge(t.status), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
+    if (this.timeline.length === 0) this.timelineEl.append(h('li', { class: 'muted' }, 'No events yet.'));
+
+    clear(this.stepsEl);
+    const label = (s: string) => this.labels.get(s) ?? s;
+    for (const s of job.completed_steps) this.stepsEl.append(h('li', { class: 'step done' }, h('span', { 'aria-hidden': 'true' }, '✓ '), label(s), h('span', { class: 'offscreen' }, ' (done)')));
+    const cur = job.step?.step;
+    if (cur && !job.completed_steps.includes(cur))
+      this.stepsEl.append(h('li', { class: 'step current', 'aria-current': 'step' }, h('span', { 'aria-hidden': 'true' }, '▶ '), job.step?.label ?? label(cur)));
+    if (!this.stepsEl.firstChild) this.stepsEl.append(h('li', { class: 'muted' }, 'No steps.'));
+
+    clear(this.outcome);
+    if ('result' in job && job.result !== undefined)
+      this.outcome.append(h('section', { class: 'panel', 'aria-labelledby': 'res-h' }, h('h3', { id: 'res-h' }, 'Result'), h('pre', { class: 'json', tabindex: 0 }, JSON.stringify(job.result, null, 2))));
+    if (job.error) this.outcome.append(h('section', { class: 'panel error-panel', 'aria-labelledby': 'err-h' }, h('h3', { id: 'err-h' }, 'Error'), h('pre', { class: 'json' }, JSON.stringify(job.error, null, 2))));
+
+    clear(this.facts);
+    const fact = (k: string, v: string | undefined) => v && this.facts.append(h('dt', {}, k), h('dd', {}, v));
+    fact('Project', job.project);
+    fact('Tenant', job.tenant);
+    fact('Created by', job.created_by);
+    fact('Created', fmtTime(job.created_at));
+    fact('Updated', fmtTime(job.updated_at));
+    fact('Finished', job.finished_at && fmtTime(job.finished_at));
+    fact('Duration', fmtDuration((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.created_at)));
+    fact('Seq', String(job.seq));
+    fact('Log lines', String(job.log_count));
+    this.meta.textContent = JSON.stringify(job.metadata, null, 2);
+  }
+
+  private cancelButton(): HTMLElement {
+    const btn = h('button', { type: 'button', class: 'btn danger', 'aria-haspopup': 'true' }, 'Cancel job');
+    btn.addEventListener('click', () => {
+      const yes = h('button', { type: 'button', class: 'btn danger', onclick: () => void this.cancel(yes) }, 'Yes, cancel it');
+      const no = h('button', { type: 'button', class: 'btn', onclick: () => this.schedule() }, 'Keep running');
+      this.cancelArea.replaceChildren(h('span', { role: 'group', 'aria-label': 'Confirm cancel', class: 'confirm' }, 'Cancel this job? ', yes, no));
+      yes.focus();
+    });
+    return btn;
+  }
+
+  private async cancel(btn: HTMLButtonElement): Promise<void> {
+    btn.disabled = true;
+    try {
+      await cancelJob(this.id, 'cancelled from the dashboard');
+      this.status.textContent = 'Cancel requested.';
+    } catch (e) {
+      const err = e as ApiError;
+      this.status.textContent = `Cancel refused: ${err.code} (${err.message})`;
+      this.status.classList.add('error');
+      btn.disabled = false;
+    }
+  }
+
+  private watchPanel(): HTMLElement {
+    const id = encodeURIComponent(this.id);
+    const page = `${location.origin}${location.pathname}${location.search}#/jobs/${id}`;
+    const ws = `${wsBase()}/v1/jobs/${id}/ws?since=0`;
+    const auth = getToken() ? ` -H "Authorization: Bearer $JOBWIRE_TOKEN"` : '';
+    const curl = `curl -N${auth} -H 'Accept: text/event-stream' '${serverBase()}/v1/jobs/${id}/events?since=0'`;
+    const row = (label: string, value: string, name: string) => {
+      const code = h('code', { class: 'copy-value', 'data-copy': name }, value);
+      const btn = h('button', { type: 'button', class: 'btn small', 'aria-label': `Copy ${label}` }, 'Copy');
+      btn.addEventListener('click', () => void copyText(value, btn));
+      return h('div', { class: 'copy-row' }, h('span', { class: 'copy-label' }, label), code, btn);
+    };
+    return h('section', { class: 'panel', 'aria-labelledby': 'wt-h' }, h('h3', { id: 'wt-h' }, 'Watch'), row('Page', page, 'page'), row('WebSocket', ws, 'ws'), row('curl (SSE)', curl, 'curl'));
+  }
+
+  /** The whole log from the JSON history, page by page, as a text file. */
+  private async download(btn: HTMLButtonElement): Promise<void> {
+    btn.disabled = true;
+    const old = btn.textContent;
+    try {
+      const lines: string[] = [];
+      let since = 0;
+      for (;;) {
+        const page = await history(this.id, since);
+        for (const ev of page.events) if (ev.type === 'log') lines.push(String(ev.line));
+        btn.textContent = `Downloading… ${lines.length} lines`;
+        if (page.events.length === 0 || page.next_since >= page.seq) break;
+        since = page.next_since;
+      }
+      const blob = new Blob([lines.join('\n') + (lines.length ? '\n' : '')], { type: 'text/plain;charset=utf-8' });
+      const a = h('a', { href: URL.createObjectURL(blob), download: `${this.id}.log` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    } catch (e) {
+      this.status.textContent = `Download failed: ${(e as Error).message}`;
+    } finally {
+      btn.disabled = false;
+      btn.textContent = old;
+    }
+  }
+}
