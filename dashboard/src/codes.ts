@@ -26,6 +26,7 @@ export const ERROR_CODES: Record<string, readonly [number, number]> = {
   route_not_found: [1006, 404],
   method_not_allowed: [1007, 405],
   invalid_request: [1008, 422],
+  request_timeout: [1009, 408],
   job_not_found: [2001, 404],
   job_exists: [2002, 409],
   invalid_transition: [2003, 409],

@@ -106,7 +106,12 @@ export class LogView {
     this.queue = [];
     this.box.append(frag);
     let extra = this.box.childElementCount - LOG_TAIL;
-    while (extra-- > 0) this.box.firstElementChild?.remove();
+    if (extra > 0) {
+      // Keep the lines the reader is looking at in place while the oldest ones go.
+      const before = follow ? 0 : this.box.scrollHeight;
+      while (extra-- > 0) this.box.firstElementChild?.remove();
+      if (!follow) this.box.scrollTop -= before - this.box.scrollHeight;
+    }
     this.shown = this.box.childElementCount;
     this.updateNote();
     if (follow) this.box.scrollTop = this.box.scrollHeight;

@@ -1,0 +1,220 @@
+// Browser tests of the dashboard in Debian's chromium against the real binary (development mode):
+// `jobwire demo` jobs moving live, the log view (numbers, ANSI, 1,000-line tail, follow, download),
+// a kill -9 + restart mid-job with no lost and no doubled log line, and the cancel button.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { api, createJob, launchBrowser, openPage, publish, removeDir, runDemo, startServer } from './harness.mjs';
+
+let browser;
+before(async () => {
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** Rows of the table that are in the DOM: id -> { status, pct }. */
+async function rows(page) {
+  return page.$$eval('.spacer .row:not([hidden])', (els) =>
+    Object.fromEntries(els.map((e) => [e.dataset.jobId, { status: e.dataset.status, pct: e.querySelector('.pct').textContent }])),
+  );
+}
+
+/** The log view's lines as [number, text]. */
+async function logLines(page) {
+  return page.$$eval('.log .ln', (els) => els.map((e) => [Number(e.dataset.n), e.querySelector('.txt').textContent]));
+}
+
+async function withServer(fn, opts) {
+  const srv = await startServer(opts);
+  try {
+    return await fn(srv);
+  } finally {
+    await srv.stop();
+    removeDir(srv.dataDir);
+  }
+}
+
+test('the table shows jobwire demo jobs moving, live, with counts', async () => {
+  await withServer(async (srv) => {
+    const page = await openPage(browser, srv.url + '/');
+    await page.waitForSelector('.conn[data-state="open"]');
+    const demo = runDemo(srv.url, ['--delay-ms', '60']);
+    // Sample the DOM while the demo runs: every (job, percent) pair the table showed.
+    const seen = new Map();
+    let done = false;
+    const result = demo.done.then((r) => ((done = true), r));
+    while (!done) {
+      for (const [id, r] of Object.entries(await rows(page))) {
+        if (!seen.has(id)) seen.set(id, new Set());
+        seen.get(id).add(r.pct);
+      }
+      await page.waitForTimeout(40);
+    }
+    const { code, out } = await result;
+    assert.equal(code, 0, out);
+    const demoIds = [...seen.keys()].filter((id) => id.startsWith('demo-'));
+    assert.equal(demoIds.length, 3, `demo jobs in the table: ${demoIds}`);
+    for (const id of demoIds) assert.ok(seen.get(id).size >= 3, `${id} moved through ${[...seen.get(id)]}`);
+    // Final states arrive pushed, and match the server's.
+    for (const id of demoIds) {
+      const snap = await api(srv.url, 'GET', `/v1/jobs/${id}`);
+      await page.waitForSelector(`.spacer .row[data-job-id="${id}"][data-status="${snap.status}"]`);
+    }
+    const counts = await page.$$eval('.count', (els) => Object.fromEntries(els.map((e) => [e.dataset.status, Number(e.querySelector('.count-n').textContent)])));
+    assert.equal(counts.all, 3);
+    assert.equal(counts.completed + counts.failed, 3);
+    // The status filter narrows the table.
+    await page.click('.count[data-status="failed"]');
+    await page.waitForFunction(() => document.querySelectorAll('.spacer .row:not([hidden])').length === 1);
+    assert.deepEqual(Object.values(await rows(page)).map((r) => r.status), ['failed']);
+    // Search by id: no match shows the empty state.
+    await page.click('.count[data-status="all"]');
+    await page.fill('#f-search', 'render');
+    await page.waitForFunction(() => document.querySelectorAll('.spacer .row:not([hidden])').length === 1);
+    await page.fill('#f-search', 'no-such-job');
+    await page.waitForSelector('.empty:not([hidden])');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+});
+
+test('keyboard: rows are a roving tab stop; arrows move, Enter opens the job', async () => {
+  await withServer(async (srv) => {
+    for (const id of ['k-1', 'k-2', 'k-3']) await createJob(srv.url, { id });
+    const page = await openPage(browser, srv.url + '/');
+    await page.click('#f-sort');
+    await page.selectOption('#f-sort', 'id');
+    await page.waitForSelector('.spacer .row[data-job-id="k-3"]');
+    assert.equal(await page.$$eval('.spacer .row[tabindex="0"]', (e) => e.length), 1);
+    await page.focus('.spacer .row[tabindex="0"]');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.jobId), 'k-3');
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#job-h');
+    assert.equal(await page.textContent('#job-h'), 'k-2');
+    await page.context().close();
+  });
+});
+
+test('log view: line numbers, ANSI colours, last 1,000 lines then stream, follow only at the bottom, whole-log download', async () => {
+  await withServer(async (srv) => {
+    await createJob(srv.url, { id: 'logs-1', project: 'p' });
+    const lines = Array.from({ length: 1200 }, (_, i) => ({ type: 'log', line: `line ${i + 1}` }));
+    lines[1199] = { type: 'log', line: '\u001b[31mred\u001b[0m and \u001b[1;32mbold green\u001b[0m', level: 'warn' };
+    await publish(srv.url, 'logs-1', lines.slice(0, 1000));
+    await publish(srv.url, 'logs-1', lines.slice(1000));
+    const page = await openPage(browser, srv.url + '/#/jobs/logs-1');
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '1200');
+    let got = await logLines(page);
+    assert.equal(got.length, 1000);
+    assert.deepEqual(got[0], [201, 'line 201']);
+    assert.deepEqual(got[998], [1199, 'line 1199']);
+    assert.deepEqual(got[999], [1200, 'red and bold green']);
+    assert.equal(await page.$eval('.log .ln:last-child .fg-c1', (e) => e.textContent), 'red');
+    assert.equal(await page.$eval('.log .ln:last-child .fg-c2.ansi-bold', (e) => e.textContent), 'bold green');
+    assert.match(await page.textContent('.log-note'), /last 1000 of 1200/);
+    const atBottom = () => page.$eval('.log', (b) => b.scrollHeight - b.scrollTop - b.clientHeight < 8);
+    assert.ok(await atBottom(), 'follows the end at first');
+
+    // Scrolled up: new lines stream in but the view stays where the reader is.
+    // Scroll up so that the middle of the 300th shown line is at the top (robust to sub-pixel rounding).
+    await page.$eval('.log', (b) => {
+      const l = b.children[300];
+      b.scrollTop = l.offsetTop - b.offsetTop + l.offsetHeight / 2;
+    });
+    await page.waitForSelector('.jump:not([hidden])');
+    const topLine = () =>
+      page.$eval('.log', (b) => [...b.children].find((l) => l.offsetTop + l.offsetHeight > b.scrollTop + b.offsetTop).dataset.n);
+    const top = await topLine();
+    await publish(srv.url, 'logs-1', [{ type: 'log', line: 'line 1201' }]);
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '1201');
+    assert.equal(await topLine(), top, 'the line at the top of the view stays put');
+    assert.ok(!(await atBottom()));
+    // Back at the bottom: it follows again.
+    await page.click('.jump');
+    await publish(srv.url, 'logs-1', [{ type: 'log', line: 'line 1202' }]);
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '1202');
+    await page.waitForFunction(() => {
+      const b = document.querySelector('.log');
+      return b.scrollHeight - b.scrollTop - b.clientHeight < 8;
+    });
+    got = await logLines(page);
+    assert.equal(got.length, 1000);
+    assert.deepEqual(got[0], [203, 'line 203']);
+
+    // The whole log, from the JSON history.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('text=Download whole log')]);
+    assert.equal(download.suggestedFilename(), 'logs-1.log');
+    const text = readFileSync(await download.path(), 'utf8').split('\n');
+    assert.equal(text.length, 1203); // 1202 lines + the final newline
+    assert.equal(text[0], 'line 1');
+    assert.equal(text[1200], 'line 1201');
+    assert.equal(text[1199], lines[1199].line);
+
+    // Watch URL and curl line are there to copy.
+    assert.match(await page.textContent('[data-copy="curl"]'), /curl -N -H 'Accept: text\/event-stream' 'http:\/\/127\.0\.0\.1:\d+\/v1\/jobs\/logs-1\/events\?since=0'/);
+    assert.match(await page.textContent('[data-copy="page"]'), /#\/jobs\/logs-1$/);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+});
+
+test('kill -9 and restart mid-job: the log view resumes with no lost and no doubled line', async () => {
+  let srv = await startServer();
+  const { dataDir, port } = srv;
+  try {
+    await createJob(srv.url, { id: 'restart-1', project: 'p' });
+    const line = (i) => ({ type: 'log', line: `line ${i}`, event_id: `l${i}` });
+    for (let i = 1; i <= 40; i++) await publish(srv.url, 'restart-1', [line(i)]);
+    await publish(srv.url, 'restart-1', [{ type: 'progress', progress: 40, stage: 'first half' }]);
+    const page = await openPage(browser, srv.url + '/#/jobs/restart-1');
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '40');
+    // Lines published while the page watches live.
+    for (let i = 41; i <= 60; i++) await publish(srv.url, 'restart-1', [line(i)]);
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '60');
+
+    await srv.kill9();
+    await page.waitForSelector('.conn[data-state="reconnecting"]');
+    srv = await startServer({ dataDir, port });
+    // Published right after the restart: some reach the page by replay (since=60), some live.
+    for (let i = 61; i <= 120; i++) await publish(srv.url, 'restart-1', [line(i)]);
+    await publish(srv.url, 'restart-1', [{ type: 'completed', result: { lines: 120 } }]);
+    await page.waitForSelector('.job-head .badge-completed');
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '120');
+    await page.waitForSelector('.conn[data-state="open"]');
+    const got = await logLines(page);
+    assert.deepEqual(
+      got,
+      Array.from({ length: 120 }, (_, i) => [i + 1, `line ${i + 1}`]),
+    );
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    await srv.stop();
+    removeDir(dataDir);
+  }
+});
+
+test('the cancel button cancels the job', async () => {
+  await withServer(async (srv) => {
+    await createJob(srv.url, { id: 'cancel-me', project: 'p' });
+    await publish(srv.url, 'cancel-me', [{ type: 'progress', progress: 30, stage: 'work' }]);
+    const page = await openPage(browser, srv.url + '/#/jobs/cancel-me');
+    await page.click('text=Cancel job');
+    await page.click('text=Yes, cancel it');
+    await page.waitForSelector('.job-head .badge-cancelled');
+    assert.equal(await page.$$eval('text=Cancel job', (e) => e.length), 0, 'no cancel button on a finished job');
+    const snap = await api(srv.url, 'GET', '/v1/jobs/cancel-me');
+    assert.equal(snap.status, 'cancelled');
+    assert.equal(snap.message, 'cancelled from the dashboard');
+    // The timeline shows the cancel; the table too.
+    await page.waitForSelector('.timeline .badge-cancelled');
+    await page.click('.back');
+    await page.waitForSelector('.spacer .row[data-job-id="cancel-me"][data-status="cancelled"]');
+    await page.context().close();
+  });
+});
