@@ -3,7 +3,7 @@
 import { metricsText, parseMetrics } from '../api';
 import { h } from './dom';
 
-const POLL_MS = 2000;
+const POLL_MS = 1000;
 const POINTS = 60;
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -40,7 +40,7 @@ export class ServerPanel {
       this.chart,
       this.note,
     );
-    this.chart.setAttribute('aria-label', 'Events per second, last two minutes');
+    this.chart.setAttribute('aria-label', 'Events per second, last minute');
     void this.poll();
     setInterval(() => {
       if (!document.hidden) void this.poll();
@@ -82,7 +82,7 @@ export class ServerPanel {
     const pts = (a: number[]) => a.map((v, i) => `${i + POINTS - a.length},${(40 - (v / max) * 38).toFixed(1)}`).join(' ');
     this.line.setAttribute('points', pts(this.pub));
     this.line2.setAttribute('points', pts(this.del));
-    this.chart.setAttribute('aria-label', `Events per second, last two minutes: now ${pr.toFixed(1)} published, ${dr.toFixed(1)} delivered; peak ${max.toFixed(0)}`);
+    this.chart.setAttribute('aria-label', `Events per second, last minute: now ${pr.toFixed(1)} published, ${dr.toFixed(1)} delivered; peak ${max.toFixed(0)}`);
   }
 }
 

@@ -6,7 +6,7 @@
 
 import type { JobStore } from '../store';
 import { STATUSES, TERMINAL, type Job } from '../types';
-import { badge, clear, fmtAgo, fmtDuration, h, statusLabel } from './dom';
+import { clear, fmtAgo, fmtDuration, h, statusLabel } from './dom';
 
 type SortKey = 'updated' | 'created' | 'id';
 
@@ -19,6 +19,8 @@ interface RowEl {
   id: HTMLElement;
   project: HTMLElement;
   status: HTMLElement;
+  badge: HTMLElement;
+  stalled: HTMLElement;
   bar: HTMLElement;
   pct: HTMLElement;
   stage: HTMLElement;
@@ -210,7 +212,9 @@ export class JobsTable {
     const cell = (c: string) => h('span', { role: 'cell', class: `c-${c}` });
     const id = cell('id');
     const project = cell('project');
-    const status = cell('status');
+    const badgeEl = h('span', { class: 'badge' });
+    const stalled = h('span', { class: 'badge badge-stalled', hidden: true, title: 'no update within the expected time' }, 'stalled');
+    const status = h('span', { role: 'cell', class: 'c-status' }, h('span', { class: 'badges' }, badgeEl, stalled));
     const bar = h('span', { class: 'bar-fill' });
     const pct = h('span', { class: 'pct' });
     const progress = h('span', { role: 'cell', class: 'c-progress' }, h('span', { class: 'bar', 'aria-hidden': 'true' }, bar), pct);
@@ -224,7 +228,7 @@ export class JobsTable {
       if (Number.isFinite(i)) this.focusIndex = i;
     });
     this.spacer.append(el);
-    return { el, id, project, status, bar, pct, stage, message, updated, duration, key: '' };
+    return { el, id, project, status, badge: badgeEl, stalled, bar, pct, stage, message, updated, duration, key: '' };
   }
 
   /** Draws the rows in view (plus a few), reusing elements; untouched rows keep their DOM. */
@@ -269,7 +273,9 @@ export class JobsTable {
     r.id.textContent = job.id;
     r.id.title = job.id;
     r.project.textContent = job.project ?? '';
-    r.status.replaceChildren(badge(job.status, job.stalled));
+    r.badge.className = `badge badge-${job.status}`;
+    r.badge.textContent = statusLabel(job.status);
+    r.stalled.hidden = !job.stalled;
     r.bar.style.width = `${Math.max(0, Math.min(100, job.progress))}%`;
     r.bar.className = `bar-fill bar-${job.status}`;
     r.pct.textContent = `${Math.round(job.progress)}%`;
