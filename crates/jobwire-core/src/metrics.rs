@@ -98,6 +98,10 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Connections closed because they did not send a complete request head in time.
     pub handshake_timeouts: Counter,
+    /// WebSocket sessions ended because a write made no progress within the deadline.
+    pub write_timeouts: Counter,
+    /// Requests refused because their body did not arrive within the body timeout.
+    pub body_timeouts: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
 }
@@ -161,6 +165,16 @@ impl Metrics {
                 "jobwire_handshake_timeouts_total",
                 "Connections closed for not sending a complete request head in time.",
                 &self.handshake_timeouts,
+            ),
+            (
+                "jobwire_write_timeouts_total",
+                "WebSocket sessions ended because the peer stopped reading (write deadline).",
+                &self.write_timeouts,
+            ),
+            (
+                "jobwire_body_timeouts_total",
+                "Requests refused because their body did not arrive in time.",
+                &self.body_timeouts,
             ),
         ];
         for (name, help, c) in counters {

@@ -100,6 +100,12 @@ pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == ID_LEN && id.bytes().all(|b| ID_ALPHABET.contains(&b))
 }
 
+/// Whether a presented token is shaped like an API key (`jwk_…`), e.g. one put in
+/// `?token=` by mistake.
+pub(crate) fn looks_like_key(token: &str) -> bool {
+    token.starts_with(KEY_PREFIX)
+}
+
 /// The key a request presents: `X-Api-Key`, or `Authorization: Bearer jwk_…`.
 pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key") {

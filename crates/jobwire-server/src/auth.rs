@@ -204,8 +204,17 @@ impl Verifier {
 
     /// The key and algorithm for a token's header.
     fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            if crate::apikeys::looks_like_key(token) {
+                unauthorized(
+                    "this is an API key: send it in the Authorization: Bearer or X-Api-Key \
+                     header (keys are refused in ?token= and in auth frames, where URLs and \
+                     logs could keep them)",
+                )
+            } else {
+                unauthorized("malformed token")
+            }
+        })?;
         if let Some((key, alg)) = &self.fixed {
             if header.alg != *alg {
                 return Err(unauthorized(format!(
@@ -356,11 +365,15 @@ impl AuthConfig {
         verifier.verify(&token)
     }
 
-    /// Verifies a token sent later on an open WebSocket (`{"type":"auth"}`).
+    /// Verifies a token sent later on an open WebSocket (`{"type":"auth"}`). In
+    /// development mode there is nothing to verify it against: `auth_disabled`.
     pub fn reauthenticate(&self, token: &str) -> Result<Principal, ApiError> {
         match &self.verifier {
             Some(v) => v.verify(token),
-            None => Ok(Principal::anonymous()),
+            None => Err(ApiError::new(
+                ErrorCode::AuthDisabled,
+                "the server runs without authentication (development mode): auth frames are not used",
+            )),
         }
     }
 }

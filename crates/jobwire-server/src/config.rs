@@ -28,6 +28,12 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Publish rate limit per API key / tenant / IP (off by default).
     pub publish_limit: PublishLimit,
+    /// A WebSocket write that makes no progress for this long ends the session (the
+    /// peer stopped reading); its connection slot is freed.
+    pub write_timeout: Duration,
+    /// A request body that has not fully arrived this long after the request head
+    /// is refused with 408 `request_timeout` and its connection closed.
+    pub body_timeout: Duration,
     /// Serve the dashboard from this directory instead of the embedded bundle.
     pub dashboard_dir: Option<PathBuf>,
 }
@@ -45,6 +51,8 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             publish_limit: PublishLimit::default(),
+            write_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             dashboard_dir: None,
         }
     }

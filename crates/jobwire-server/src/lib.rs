@@ -39,6 +39,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -55,6 +56,9 @@ pub struct AppState {
     pub publish_limiter: Arc<ratelimit::PublishLimiter>,
     /// Cancelled when shutdown starts; sessions close themselves (WS 1012, SSE end).
     pub shutdown: CancellationToken,
+    /// Every WebSocket session task: shutdown waits for them (with the grace
+    /// deadline), since an upgraded connection has left the HTTP server.
+    pub sessions: TaskTracker,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
             auth: Arc::new(AuthConfig::default()),
             limiter,
             shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
         }
     }
 
@@ -94,10 +99,11 @@ pub fn app(state: AppState) -> Router {
     routes::router(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops accepting,
-/// tells every session to close (WebSocket 1012, SSE final comment), waits up to
-/// `config.shutdown_grace` for connections to drain, and finishes the store's queued
-/// writes. Never binds or installs signal handlers itself.
+/// Serves `app(state)` on `listener` until `shutdown` resolves; then tells every
+/// session to close (WebSocket 1012, SSE final comment), answers new requests with
+/// `503 shutting_down`, waits up to `config.shutdown_grace` for connections and
+/// WebSocket sessions to drain, and finishes the store's queued writes. Never binds
+/// or installs signal handlers itself.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -108,12 +114,14 @@ pub async fn run(
     let handshake_timeout = state.config.handshake_timeout;
     let hub = state.hub.clone();
     let metrics = hub.metrics().clone();
+    let sessions = state.sessions.clone();
     let serve = serve::serve(
         listener,
         app(state),
         handshake_timeout,
         metrics,
         token.clone(),
+        sessions,
     );
     let drained = tokio::select! {
         () = serve => true,

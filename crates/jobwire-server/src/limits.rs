@@ -38,6 +38,8 @@ pub struct Limiter {
 /// A held connection slot.
 pub struct Permit {
     limiter: Arc<Limiter>,
+    /// Whether this slot counts in the total (request-body slots count per IP only).
+    total: bool,
     ip: Option<IpAddr>,
     tenant: Option<String>,
 }
@@ -101,8 +103,33 @@ impl Limiter {
         }
         Ok(Permit {
             limiter: self.clone(),
+            total: true,
             ip,
             tenant: tenant.map(str::to_owned),
+        })
+    }
+
+    /// Takes a per-IP slot for a request whose body is still arriving (a trickling
+    /// body holds a connection just like a stream does), or refuses with 429.
+    pub fn acquire_body(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, ApiError> {
+        let max = self.limits.max_per_ip;
+        let mut c = self.lock();
+        if let Some(ip) = ip {
+            if max > 0 && c.per_ip.get(&ip).copied().unwrap_or(0) >= max {
+                drop(c);
+                self.metrics.limit_rejections.inc();
+                return Err(ApiError::new(
+                    ErrorCode::TooManyConnections,
+                    "the per-IP connection limit is reached; retry later",
+                ));
+            }
+            *c.per_ip.entry(ip).or_default() += 1;
+        }
+        Ok(Permit {
+            limiter: self.clone(),
+            total: false,
+            ip,
+            tenant: None,
         })
     }
 }
@@ -110,7 +137,9 @@ impl Limiter {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.limiter.lock();
-        c.total = c.total.saturating_sub(1);
+        if self.total {
+            c.total = c.total.saturating_sub(1);
+        }
         if let Some(ip) = &self.ip {
             dec(&mut c.per_ip, ip);
         }

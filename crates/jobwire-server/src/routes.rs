@@ -8,13 +8,15 @@ mod keys;
 use crate::error::ApiError;
 use crate::transport::{channel, ws};
 use crate::AppState;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware;
-use axum::response::Response;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use jobwire_proto::ErrorCode;
+use std::net::SocketAddr;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -43,6 +45,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::map_response_with_state(
             state.clone(),
             count_client_errors,
@@ -77,6 +80,64 @@ fn cors(state: &AppState) -> Option<CorsLayer> {
                 HeaderName::from_static("x-api-key"),
             ]),
     )
+}
+
+/// Reads a request's body before its handler runs, within `--body-timeout` and
+/// holding a per-IP connection slot meanwhile: a body that trickles in gets 408
+/// `request_timeout` and its connection is closed, so slow bodies cannot pile up.
+async fn read_body(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if !has_body {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let slot = match st.limiter.acquire_body(ip) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    let limit = st.config.max_body_bytes;
+    let read = tokio::time::timeout(st.config.body_timeout, axum::body::to_bytes(body, limit));
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_big {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "request body exceeds the size limit",
+                )
+            } else {
+                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            }
+            .into_response();
+        }
+        Err(_) => {
+            st.hub.metrics().body_timeouts.inc();
+            let mut resp = ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    st.config.body_timeout
+                ),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
+    drop(slot);
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Counts every HTTP 4xx answer in `jobwire_client_errors_total`.

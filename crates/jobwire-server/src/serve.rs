@@ -10,12 +10,15 @@
 //! time. Only timeouts before a connection's first request count in
 //! `jobwire_handshake_timeouts_total`.
 
+use crate::error::ApiError;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use jobwire_core::metrics::Metrics;
+use jobwire_proto::ErrorCode;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,19 +26,25 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::{Layer, ServiceExt};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `app` on `listener` until `stop` is cancelled, then waits for open HTTP
-/// connections to finish. A zero `handshake_timeout` turns the timeout off.
+/// connections and for the WebSocket sessions in `sessions` (an upgraded connection
+/// is no longer an HTTP connection) to finish. While it waits, new connections are
+/// still accepted and every request on them is answered `503 shutting_down`, so a
+/// client racing the shutdown is told to go elsewhere instead of being refused. A
+/// zero `handshake_timeout` turns the timeout off.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     handshake_timeout: Duration,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
+    sessions: TaskTracker,
 ) {
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (all_closed, conn_alive) = watch::channel(());
@@ -89,7 +98,41 @@ pub(crate) async fn serve(
             drop(alive);
         });
     }
-    drop(listener);
     drop(conn_alive);
-    all_closed.closed().await;
+    sessions.close();
+    let mut drained = pin!(async {
+        all_closed.closed().await;
+        sessions.wait().await;
+    });
+    loop {
+        tokio::select! {
+            () = &mut drained => break,
+            r = listener.accept() => {
+                if let Ok((tcp, _)) = r {
+                    tokio::spawn(refuse(tcp, handshake_timeout));
+                }
+            }
+        }
+    }
+}
+
+/// Answers every request of a connection accepted during shutdown with
+/// `503 shutting_down`, then closes it.
+async fn refuse(tcp: tokio::net::TcpStream, handshake_timeout: Duration) {
+    let svc = hyper::service::service_fn(|_req| async {
+        let mut resp = ApiError::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; retry against another instance or later",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, std::convert::Infallible>(resp)
+    });
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).keep_alive(false);
+    builder.header_read_timeout((!handshake_timeout.is_zero()).then_some(handshake_timeout));
+    let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
 }

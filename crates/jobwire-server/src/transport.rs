@@ -5,9 +5,11 @@
 //!   (multiplexed subscribe/unsubscribe).
 //! - [`channel`]: `GET /v1/projects/{project}/ws` and `GET /v1/notifications/ws`,
 //!   channel sockets on the same session loop.
+//! - [`socket`]: the WebSocket with a write deadline that every session writes to.
 //! - [`sse`]: `GET /v1/jobs/{id}/events` with `Accept: text/event-stream`.
 
 pub(crate) mod channel;
+pub(crate) mod socket;
 pub(crate) mod sse;
 pub(crate) mod ws;
 

@@ -58,6 +58,10 @@ pub(crate) struct ServeArgs {
     /// HS256 shared secret for JWTs (enables auth).
     #[arg(long, env = "JOBWIRE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Accept a `--jwt-secret` shorter than 32 bytes (refused otherwise: short HS256
+    /// secrets can be brute-forced from one token).
+    #[arg(long, env = "JOBWIRE_ALLOW_WEAK_SECRET")]
+    allow_weak_secret: bool,
     /// PEM public key (RSA for RS256, EC P-256 for ES256) for JWTs (enables auth).
     #[arg(long, env = "JOBWIRE_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
@@ -144,6 +148,14 @@ pub(crate) struct ServeArgs {
     /// How long shutdown waits for connections to drain.
     #[arg(long, env = "JOBWIRE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// A WebSocket write that makes no progress for this long closes the connection
+    /// (the peer stopped reading) and frees its slot.
+    #[arg(long, env = "JOBWIRE_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+    /// A request body not fully received this long after the request head gets 408
+    /// `request_timeout`; while it arrives it holds a slot of `--max-connections-per-ip`.
+    #[arg(long, env = "JOBWIRE_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// Serve the dashboard at `/` from this directory (a `dashboard/dist` build) instead
     /// of the copy built into the binary; for working on the dashboard.
     #[arg(long, env = "JOBWIRE_DASHBOARD_DIR")]
@@ -183,6 +195,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// Shortest `--jwt-secret` accepted without `--allow-weak-secret` (256 bits).
+const MIN_SECRET_BYTES: usize = 32;
+
 /// Builds the auth settings; without a key source, development mode (and only on
 /// loopback unless `--allow-anonymous`).
 fn auth_config(a: &ServeArgs) -> anyhow::Result<AuthConfig> {
@@ -195,6 +210,13 @@ fn auth_config(a: &ServeArgs) -> anyhow::Result<AuthConfig> {
         anyhow::bail!("give only one of --jwt-secret, --jwt-public-key, --jwks-file");
     }
     let source = if let Some(s) = &a.jwt_secret {
+        if s.len() < MIN_SECRET_BYTES && !a.allow_weak_secret {
+            anyhow::bail!(
+                "--jwt-secret is {} bytes; an HS256 secret needs at least {MIN_SECRET_BYTES} random \
+                 bytes (e.g. `openssl rand -base64 32`), or pass --allow-weak-secret",
+                s.len()
+            );
+        }
         Some(KeySource::Secret(s.as_bytes().to_vec()))
     } else if let Some(p) = &a.jwt_public_key {
         let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
@@ -282,6 +304,8 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
             rate: a.publish_rate,
             burst: f64::from(a.publish_burst),
         },
+        write_timeout: a.write_timeout,
+        body_timeout: a.body_timeout,
         dashboard_dir: a.dashboard_dir.clone(),
     };
     if !(a.publish_rate.is_finite() && a.publish_rate >= 0.0) {

@@ -18,6 +18,10 @@
 //! - `isolation`: tenant and allow-list isolation of every id and cursor (list pages
 //!   and `next`, history, project and every-project channels, notifications, keys).
 //! - `sse`: Server-Sent Events stream, Last-Event-ID resume, end after terminal, 204.
+//! - `connections`: bad-day connections: a peer that stops reading (write deadline),
+//!   trickling bodies (408, per-IP slots), client-initiated close, shutdown of the
+//!   binary while sessions drain (every event, then 1012; newcomers get 503), and the
+//!   small refusals (dev-mode `auth`, keys in `?token=`, weak secrets, bad paths).
 //! - `durability`: the real binary killed with SIGKILL mid-publish and restarted:
 //!   every acknowledged event is still there; SIGTERM closes sockets with 1012.
 //! - `cluster`: several instances on one Redis: cross-instance delivery, concurrent
@@ -38,6 +42,7 @@ mod auth;
 mod channels;
 mod cli;
 mod cluster;
+mod connections;
 mod durability;
 mod isolation;
 mod keys;

@@ -16,7 +16,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use futures_util::SinkExt;
 use jobwire_core::channel::{ALL_PROJECTS, NOTIFICATION_PAGE};
 use jobwire_core::session::Published;
 use jobwire_proto::frame::{ClientFrame, ServerFrame};

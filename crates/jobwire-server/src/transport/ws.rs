@@ -9,13 +9,13 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::limits::{PeerIp, Permit};
 use crate::transport::channel::Channel;
 use crate::transport::control;
+use crate::transport::socket::Socket;
 use crate::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::SinkExt;
 use jobwire_core::recovery::{Positions, Replay};
 use jobwire_core::session::{Closed, EventKind, Outbox, Published};
 use jobwire_core::HubError;
@@ -64,6 +64,7 @@ pub(super) fn accept(
     // `-Zprint-type-sizes`, see docs/perf.md): axum keeps the callback's captures for
     // the connection's whole life, so they go in one box that the callback empties,
     // and the session itself lives behind a box so `run` does not hold it twice.
+    let sessions = st.sessions.clone();
     let parts = Box::new((st, caller, permit, main_job, channel));
     Ok(ws
         .protocols([WS_PROTOCOL])
@@ -72,7 +73,8 @@ pub(super) fn accept(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let (st, caller, permit, main_job, channel) = *parts;
-            Box::new(Session::new(st, socket, caller, permit, main_job, channel)).run(since)
+            let session = Box::new(Session::new(st, socket, caller, permit, main_job, channel));
+            sessions.track_future(session.run(since))
         }))
 }
 
@@ -118,7 +120,7 @@ pub(super) type Step = Result<Next, axum::Error>;
 
 pub(super) struct Session {
     pub(super) st: AppState,
-    pub(super) socket: WebSocket,
+    pub(super) socket: Socket,
     /// Who is connected; replaced by a fresh `auth` frame.
     pub(super) caller: Principal,
     /// When the caller's token expires (the session closes with 4501 then).
@@ -206,6 +208,7 @@ impl Session {
         let main_key = main_job
             .as_deref()
             .map(|j| Arc::from(caller.access.key(j).as_str()));
+        let socket = Socket::new(socket, st.config.write_timeout, st.hub.metrics().clone());
         Session {
             st,
             socket,
@@ -354,7 +357,11 @@ impl Session {
                 }
             },
             Message::Ping(_) | Message::Pong(_) => Ok(Next::Continue),
-            Message::Close(_) => Ok(Next::Stop),
+            // The WebSocket layer queued the reply to the peer's close; write it.
+            Message::Close(_) => {
+                let _ = self.socket.flush().await;
+                Ok(Next::Stop)
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SECRET: &str = "keys-test-secret-0123456789";
+const SECRET: &str = "keys-test-secret-0123456789abcdef";
 
 fn token(tenant: &str, scope: &str) -> String {
     hs256(
