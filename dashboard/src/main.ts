@@ -1,6 +1,6 @@
 /** The dashboard's entry: header with the connection indicator, routing (#/ = jobs, #/jobs/{id} = a job), auth. */
 
-import { type ApiError, getToken, serverBase, setToken, tokenClaims } from './api';
+import { ApiError, getToken, serverBase, setToken, tokenClaims } from './api';
 import { Feed, type FeedMode } from './live/feed';
 import { Mux } from './live/mux';
 import type { ConnState, LiveSocket } from './live/socket';
@@ -12,7 +12,10 @@ import { ServerPanel } from './ui/server';
 import { JobsTable } from './ui/table';
 
 const store = new JobStore();
-const mux = new Mux();
+const mux = new Mux((code, reason) => {
+  if (code === 4501) showAuth(new ApiError(401, 'token_expired', 'the token expired'));
+  else alerts.textContent = `live updates stopped (${code} ${reason})`;
+});
 const connDot = h('span', { class: 'dot', 'aria-hidden': 'true' });
 const connText = h('span', { class: 'conn-text' }, 'connecting');
 const conn = h('div', { class: 'conn', role: 'status', 'aria-live': 'polite', 'data-state': 'connecting' }, connDot, connText);
@@ -59,6 +62,7 @@ function updateConn(): void {
   }
   if (socks.length && socks.every((s) => s.state === 'closed')) state = 'closed';
   conn.dataset.state = state;
+  conn.dataset.mode = mode;
   const label: Record<ConnState, string> = { open: 'Live', connecting: 'Connecting…', reconnecting: 'Reconnecting…', closed: 'Offline' };
   connText.textContent = label[state];
   conn.title = `${label[state]}${why ? ` (${why})` : ''}${mode === 'subscriptions' ? ' · per-job subscriptions (this server has no tenant-wide channel)' : ''}`;
@@ -125,4 +129,4 @@ function header(): HTMLElement {
 document.body.append(header(), alerts, main);
 addEventListener('hashchange', route);
 route();
-void feed.start();
+void feed.start(new URLSearchParams(location.search).get('feed') === 'subscriptions');

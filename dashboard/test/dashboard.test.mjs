@@ -80,6 +80,53 @@ test('the table shows jobwire demo jobs moving, live, with counts', async () => 
   });
 });
 
+/** Whether this binary has the tenant-wide channel `/v1/projects/*\/ws` (an older one refuses the name). */
+async function hasTenantChannel(url) {
+  const r = await fetch(`${url}/v1/projects/*/ws`);
+  return /upgrade/i.test(await r.text());
+}
+
+test('the live table uses the tenant-wide channel when the server has it', async () => {
+  await withServer(async (srv) => {
+    const page = await openPage(browser, srv.url + '/');
+    await page.waitForSelector('.conn[data-state="open"]');
+    const mode = await page.$eval('.conn', (e) => e.dataset.mode);
+    assert.equal(mode, (await hasTenantChannel(srv.url)) ? 'channel' : 'subscriptions');
+    // A job created after the page opened is pushed (no list refresh in channel mode).
+    await createJob(srv.url, { id: 'pushed-1', project: 'p' });
+    await publish(srv.url, 'pushed-1', [{ type: 'progress', progress: 42, stage: 'go' }]);
+    await page.waitForFunction(() => document.querySelector('.spacer .row[data-job-id="pushed-1"] .pct')?.textContent === '42%', null, { timeout: 1500 });
+    await page.context().close();
+  });
+});
+
+test('fallback (per-job /v1/ws subscriptions, ?feed=subscriptions): live rows, new jobs listed, resume after kill -9', async () => {
+  let srv = await startServer();
+  const { dataDir, port } = srv;
+  try {
+    await createJob(srv.url, { id: 'fb-1', project: 'p' });
+    const page = await openPage(browser, srv.url + '/?feed=subscriptions');
+    await page.waitForSelector('.conn[data-state="open"][data-mode="subscriptions"]');
+    await page.waitForSelector('.spacer .row[data-job-id="fb-1"]');
+    await publish(srv.url, 'fb-1', [{ type: 'progress', progress: 10 }]);
+    await page.waitForFunction(() => document.querySelector('.spacer .row[data-job-id="fb-1"] .pct')?.textContent === '10%');
+    await createJob(srv.url, { id: 'fb-2', project: 'p' });
+    await page.waitForSelector('.spacer .row[data-job-id="fb-2"]', { timeout: 5000 }); // the list refresh (2 s)
+    await srv.kill9();
+    await page.waitForSelector('.conn[data-state="reconnecting"]');
+    srv = await startServer({ dataDir, port });
+    await publish(srv.url, 'fb-1', [{ type: 'progress', progress: 70 }]);
+    await publish(srv.url, 'fb-2', [{ type: 'progress', progress: 20 }]);
+    await page.waitForFunction(() => document.querySelector('.spacer .row[data-job-id="fb-1"] .pct')?.textContent === '70%');
+    await page.waitForFunction(() => document.querySelector('.spacer .row[data-job-id="fb-2"] .pct')?.textContent === '20%');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    await srv.stop();
+    removeDir(dataDir);
+  }
+});
+
 test('keyboard: rows are a roving tab stop; arrows move, Enter opens the job', async () => {
   await withServer(async (srv) => {
     for (const id of ['k-1', 'k-2', 'k-3']) await createJob(srv.url, { id });
@@ -191,6 +238,9 @@ test('kill -9 and restart mid-job: the log view resumes with no lost and no doub
       got,
       Array.from({ length: 120 }, (_, i) => [i + 1, `line ${i + 1}`]),
     );
+    // The table's channel reconnected too.
+    await page.click('.back');
+    await page.waitForSelector('.spacer .row[data-job-id="restart-1"][data-status="completed"]');
     assert.deepEqual(page.errors, []);
     await page.context().close();
   } finally {

@@ -17,7 +17,8 @@ export type FeedMode = 'probing' | 'channel' | 'subscriptions';
 const MAX_LISTED = 100_000;
 /** Fallback mode: subscriptions kept (the server's default --max-subscriptions is 1000). */
 const MAX_SUBSCRIPTIONS = 900;
-const FALLBACK_REFRESH_MS = 10_000;
+const FALLBACK_REFRESH_MIN_MS = 2_000;
+const FALLBACK_REFRESH_MAX_MS = 30_000;
 
 export interface FeedEvents {
   mode(mode: FeedMode): void;
@@ -30,7 +31,7 @@ export class Feed {
   mode: FeedMode = 'probing';
   readonly channel: LiveSocket;
   private loading = false;
-  private refreshTimer: ReturnType<typeof setInterval> | null = null;
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private unsubs = new Map<string, () => void>();
 
   constructor(
@@ -55,20 +56,30 @@ export class Feed {
     });
   }
 
-  async start(): Promise<void> {
+  /** `forceSubscriptions` (the page's `?feed=subscriptions`) uses the fallback even when the channel exists. */
+  async start(forceSubscriptions = false): Promise<void> {
     const supported = await this.probe();
     if (supported === null) return;
-    this.setMode(supported ? 'channel' : 'subscriptions');
-    if (supported) this.channel.start();
+    const channel = supported && !forceSubscriptions;
+    this.setMode(channel ? 'channel' : 'subscriptions');
+    if (channel) this.channel.start();
+    else this.mux.socket.start(); // live even before the first subscription
     await this.load();
-    if (!supported) {
-      this.refreshTimer = setInterval(() => void this.load(), FALLBACK_REFRESH_MS);
-    }
+    if (!channel) this.scheduleRefresh();
+  }
+
+  /** Fallback only: re-list to discover new jobs, more rarely the more jobs there are (2 s per 1000, 2-30 s). */
+  private scheduleRefresh(): void {
+    const ms = Math.min(FALLBACK_REFRESH_MAX_MS, Math.max(FALLBACK_REFRESH_MIN_MS, (this.store.rows.size / 1000) * FALLBACK_REFRESH_MIN_MS));
+    this.refreshTimer = setTimeout(async () => {
+      await this.load();
+      if (this.refreshTimer) this.scheduleRefresh();
+    }, ms);
   }
 
   stop(): void {
     this.channel.stop();
-    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     for (const u of this.unsubs.values()) u();
     this.unsubs.clear();

@@ -31,12 +31,14 @@ export class Mux {
   readonly socket: LiveSocket;
   private subs = new Map<string, Sub>();
 
-  constructor() {
+  /** `onStop`: a close the code table says not to retry (4501 token expired...). */
+  constructor(onStop?: (code: number, reason: string) => void) {
     this.socket = new LiveSocket('jobs', () => `${wsBase()}/v1/ws`, {
       onOpen: () => {
         for (const [id, sub] of this.subs) this.sendSubscribe(id, sub);
       },
       onFrame: (f) => this.frame(f),
+      ...(onStop ? { onStop } : {}),
     });
   }
 
