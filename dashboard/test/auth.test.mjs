@@ -85,3 +85,12 @@ test('a watch-only token gets no cancel button; a bad token is refused back to t
   assert.equal(await pe.evaluate(() => sessionStorage.getItem('jobwire.token')), null);
   await pe.context().close();
 });
+
+test('an expiring token: the server closes the sockets (4501) and the page asks for a new token', async () => {
+  const short = jwt(SECRET, { sub: 'alice', tenant: 'acme', scope: 'jobs:admin', exp: Math.floor(Date.now() / 1000) + 3 });
+  const page = await signIn(short, '#/jobs/a-1');
+  await page.waitForSelector('.conn[data-state="open"]');
+  await page.waitForSelector('#token', { timeout: 15_000 });
+  assert.match(await page.textContent('.token-form'), /token_expired/);
+  await page.context().close();
+});

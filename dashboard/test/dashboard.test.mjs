@@ -210,6 +210,25 @@ test('log view: line numbers, ANSI colours, last 1,000 lines then stream, follow
   });
 });
 
+test('log numbers stay right when retention trimmed the history (history_truncated)', async () => {
+  await withServer(
+    async (srv) => {
+      await createJob(srv.url, { id: 'trim-1' });
+      await publish(srv.url, 'trim-1', Array.from({ length: 100 }, (_, i) => ({ type: 'log', line: `line ${i + 1}` })));
+      const page = await openPage(browser, srv.url + '/#/jobs/trim-1');
+      // Seq 1 (created) and the first 50 lines are gone: 50 lines remain, numbered 51..100.
+      await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '100');
+      const got = await logLines(page);
+      assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => [i + 51, `line ${i + 51}`]));
+      await publish(srv.url, 'trim-1', [{ type: 'log', line: 'line 101' }]);
+      await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '101');
+      assert.equal(await page.$eval('.log .ln:last-child .txt', (e) => e.textContent), 'line 101');
+      await page.context().close();
+    },
+    { args: ['--max-events-per-job', '50'] },
+  );
+});
+
 test('kill -9 and restart mid-job: the log view resumes with no lost and no doubled line', async () => {
   let srv = await startServer();
   const { dataDir, port } = srv;
