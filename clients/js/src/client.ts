@@ -186,7 +186,7 @@ export class Jobwire {
     const h = new Handle(this, slot.entry, opts);
     slot.handles.add(h);
     if (isNew) {
-      if (this.transport && this.supervisor.current.state === 'open') {
+      if (this.transport) {
         slot.entry.beginCycle();
         this.transport.subscribe(jobId, slot.entry.delivered);
       }
@@ -323,6 +323,12 @@ export class Jobwire {
         return;
       }
       this.transport = t;
+      // Transports hold subscribes until they are ready (and SSE opens only once a stream delivered).
+      for (const { entry } of this.entries.values()) {
+        if (entry.error) continue;
+        entry.beginCycle();
+        t.subscribe(entry.jobId, entry.delivered);
+      }
       signal.addEventListener('abort', onAbort, { once: true });
     });
   }
@@ -331,11 +337,6 @@ export class Jobwire {
     const t = this.transport;
     if (!t) return;
     this.supervisor.opened(kind);
-    for (const { entry } of this.entries.values()) {
-      if (entry.error) continue;
-      entry.beginCycle();
-      t.subscribe(entry.jobId, entry.delivered);
-    }
     if (kind === 'websocket') this.scheduleRefresh();
   }
 

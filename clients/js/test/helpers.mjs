@@ -111,3 +111,47 @@ export async function http(url, method, path, body, token) {
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
+
+/**
+ * A real `ws` WebSocket with a gate: while `gate.closed`, new sockets go to a closed port and
+ * fail (1006), so a test can hold the client offline while it publishes, then let it back in.
+ */
+export function gatedWebSocket() {
+  const gate = { closed: false, attempts: 0 };
+  class Gated extends WebSocket {
+    constructor(url, protocols) {
+      gate.attempts++;
+      super(gate.closed ? 'ws://127.0.0.1:9/' : url, protocols);
+    }
+  }
+  return { gate, WebSocket: Gated };
+}
+
+/**
+ * A tiny HTTP proxy in front of `target` that refuses WebSocket upgrades with 400 (like a proxy
+ * that strips `Upgrade`), and with `refuseSse` also answers event-stream requests with 400.
+ */
+export async function refusingProxy(target, { refuseSse = false } = {}) {
+  const { createServer, request } = await import('node:http');
+  const t = new URL(target);
+  const server = createServer((req, res) => {
+    if (refuseSse && String(req.headers.accept ?? '').includes('text/event-stream')) {
+      res.writeHead(400).end('no streams here');
+      return;
+    }
+    const up = request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
+}

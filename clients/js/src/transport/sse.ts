@@ -13,22 +13,34 @@ export class SseTransport implements Transport {
   private readonly abort = new AbortController();
   private readonly streams = new Map<string, AbortController>();
   private readonly pending = new Map<string, number | undefined>();
+  private probed = false;
   private opened = false;
   private openedAt: number | undefined;
   private done = false;
 
+  /**
+   * Open means: the probe passed and, if jobs are watched, a stream delivered. A stream that
+   * fails before that (a proxy that refuses or buffers event streams) fails the transport as
+   * "never opened", so the client moves on to polling.
+   */
   constructor(private readonly ctx: TransportContext) {
     probe(ctx, this.abort.signal).then(
       () => {
         if (this.done) return;
-        this.opened = true;
-        this.openedAt = Date.now();
-        ctx.hooks.open();
+        this.probed = true;
+        if (this.pending.size === 0) this.markOpen();
         for (const [id, since] of this.pending) this.start(id, since);
         this.pending.clear();
       },
       (e) => this.fail(e),
     );
+  }
+
+  private markOpen(): void {
+    if (this.opened || this.done) return;
+    this.opened = true;
+    this.openedAt = Date.now();
+    this.ctx.hooks.open();
   }
 
   private fail(e: unknown): void {
@@ -42,7 +54,7 @@ export class SseTransport implements Transport {
 
   subscribe(jobId: string, since: number | undefined): void {
     if (this.done) return;
-    if (!this.opened) this.pending.set(jobId, since);
+    if (!this.probed) this.pending.set(jobId, since);
     else this.start(jobId, since);
   }
 
@@ -89,10 +101,15 @@ export class SseTransport implements Transport {
     if (res.status === 204) {
       // Terminal and already caught up: the client still wants a snapshot to start its cycle.
       const job = await fetchSnapshot(this.ctx, jobId, signal);
+      this.markOpen();
       this.ctx.hooks.frame({ type: 'snapshot', job_id: jobId, seq: job.seq, job });
       return;
     }
-    if (!res.ok) throw await errorFromResponse(res);
+    if (!res.ok) {
+      const err = await errorFromResponse(res);
+      if (isPerJob(err)) this.markOpen();
+      throw err;
+    }
     if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
       throw new JobwireError('sse_failed', 'the server did not answer with an event stream');
     }
@@ -120,6 +137,7 @@ export class SseTransport implements Transport {
             if (data.length) {
               const frame = JSON.parse(data.join('\n')) as ServerFrame;
               data = [];
+              this.markOpen();
               this.ctx.hooks.frame(frame);
               if (isWireEvent(frame) && isTerminalStatus(frame.status)) terminal = true;
               if (frame.type === 'snapshot' && isTerminalStatus(frame.job.status)) terminal = true;

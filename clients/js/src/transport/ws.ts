@@ -11,6 +11,8 @@ export class WsTransport implements Transport {
   private opened = false;
   private openedAt: number | undefined;
   private deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Subscribes asked for before the socket opened, sent on open. */
+  private readonly pending = new Map<string, number | undefined>();
 
   constructor(
     private readonly ctx: TransportContext,
@@ -29,6 +31,8 @@ export class WsTransport implements Transport {
       this.openedAt = Date.now();
       this.arm(ctx.heartbeatDeadline, 'heartbeat_timeout', 'no heartbeat from the server before the deadline');
       ctx.hooks.open();
+      for (const [id, since] of this.pending) this.subscribe(id, since);
+      this.pending.clear();
     };
     this.ws.onmessage = (ev) => {
       if (this.done) return;
@@ -88,10 +92,15 @@ export class WsTransport implements Transport {
   }
 
   subscribe(jobId: string, since: number | undefined): void {
+    if (!this.opened) {
+      this.pending.set(jobId, since);
+      return;
+    }
     this.send(since === undefined ? { type: 'subscribe', job_id: jobId } : { type: 'subscribe', job_id: jobId, since });
   }
 
   unsubscribe(jobId: string): void {
+    if (this.pending.delete(jobId)) return;
     this.send({ type: 'unsubscribe', job_id: jobId });
   }
 
