@@ -76,6 +76,13 @@ def custom_event(name: str, data: Any) -> Dict[str, Any]:
     return ev
 
 
+def with_meta(ev: Dict[str, Any], metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    meta = check_meta(metadata)
+    if meta:
+        ev["metadata"] = meta
+    return ev
+
+
 def completed_event(result: Any, message: Optional[str]) -> Dict[str, Any]:
     ev: Dict[str, Any] = {"type": "completed"}
     if result is not None:

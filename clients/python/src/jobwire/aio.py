@@ -373,15 +373,17 @@ class AsyncJob:
     async def custom(self, name: str, data: Any = None) -> None:
         await self._immediate(h.custom_event(name, data))
 
-    async def complete(self, result: Any = None, message: Optional[str] = None) -> None:
-        ev = h.completed_event(result, message)
+    async def complete(self, result: Any = None, message: Optional[str] = None,
+                 metadata: Optional[Mapping[str, Any]] = None) -> None:
+        ev = h.with_meta(h.completed_event(result, message), metadata)
         if not self._started:
             self._started = True
             self._q.push(h.status_event("in_progress", None), optional=True)
         await self._immediate(ev)
 
-    async def fail(self, error: Any, message: Optional[str] = None) -> None:
-        await self._immediate(h.failed_event(error, message))
+    async def fail(self, error: Any, message: Optional[str] = None,
+             metadata: Optional[Mapping[str, Any]] = None) -> None:
+        await self._immediate(h.with_meta(h.failed_event(error, message), metadata))
 
     async def cancel(self, reason: Optional[str] = None) -> None:
         ev: Dict[str, Any] = {"type": "cancelled"}

@@ -83,15 +83,17 @@ class Job:
     def custom(self, name: str, data: Any = None) -> None:
         self._immediate(h.custom_event(name, data))
 
-    def complete(self, result: Any = None, message: Optional[str] = None) -> None:
+    def complete(self, result: Any = None, message: Optional[str] = None,
+                 metadata: Optional[Mapping[str, Any]] = None) -> None:
         """Complete the job with a JSON-serialisable result (starts it first if needed)."""
-        ev = h.completed_event(result, message)
+        ev = h.with_meta(h.completed_event(result, message), metadata)
         self._ensure_started()
         self._immediate(ev)
 
-    def fail(self, error: Any, message: Optional[str] = None) -> None:
+    def fail(self, error: Any, message: Optional[str] = None,
+             metadata: Optional[Mapping[str, Any]] = None) -> None:
         """Fail the job with an error string (or an exception: its type and message)."""
-        self._immediate(h.failed_event(error, message))
+        self._immediate(h.with_meta(h.failed_event(error, message), metadata))
 
     def cancel(self, reason: Optional[str] = None) -> None:
         ev: Dict[str, Any] = {"type": "cancelled"}
