@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import jobwire
-from jobwire import errors
 from conftest import REPO
+from jobwire import errors
 
 CODES = json.loads((REPO / "crates" / "jobwire-proto" / "codes.json").read_text())
 

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from ._core import dumps, new_event_id_prefix
-from .errors import InvalidEvent, InvalidTransition, JobwireError, ServerError
+from .errors import InvalidEvent, InvalidTransition, JobTerminal, JobwireError, ServerError
 
 log = logging.getLogger("jobwire")
 
@@ -182,8 +182,8 @@ class EventQueue:
             self.inflight.pop(i)
             e = batch.entries[0]
             self.acked = max(self.acked, e.pos)
-            if e.optional and isinstance(exc, InvalidTransition):
-                return  # an implicit start on a job that has already started
+            if e.optional and isinstance(exc, (InvalidTransition, JobTerminal)):
+                return  # an implicit start (or queued) on a job already past it
             self._refused(e, exc)
 
     def _refused(self, e: Entry, exc: JobwireError) -> None:

@@ -474,7 +474,7 @@ class AsyncJob:
                 q.refused_batch(b, exc)
                 single = len(b.entries) == 1
                 if single and (until is None or b.entries[0].pos != until) and not (
-                    b.entries[0].optional and exc.code == "invalid_transition"
+                    b.entries[0].optional and exc.code in ("invalid_transition", "job_terminal")
                 ):
                     log.warning("jobwire: job %s refused %s event: %s",
                                 self.id, b.entries[0].event["type"], exc)

@@ -42,6 +42,7 @@ class Job:
         self._retry_at = 0.0
         self._retries = 0
         self._stalled = False
+        self._transient = False  # forget the handle once idle (fire-and-forget users)
 
     # ---- what a worker calls ----
 
@@ -151,6 +152,13 @@ class Job:
 
     # ---- delivery ----
 
+    def enqueue_status(self, status: str, message: Optional[str] = None) -> None:
+        """Queue a status change for the flusher without waiting; no error if the job is
+        already past it (used where a caller must not block, e.g. Celery's publish hook)."""
+        self._q.push(h.status_event(status, message), optional=True)
+        self.client._kick()
+        self.client._wake_now()
+
     def _ensure_started(self) -> None:
         if not self._started:
             self._started = True
@@ -185,7 +193,7 @@ class Job:
                     ) from exc
                 raise
             self._failing_since, self._retries, self._stalled = None, 0, False
-        if not self._q.has_work() and self._q.terminal_queued:
+        if not self._q.has_work() and (self._q.terminal_queued or self._transient):
             self.client._forget(self)
 
     def _drain_locked(self, until: Optional[int], attempts: int) -> None:
@@ -206,7 +214,7 @@ class Job:
                 q.refused_batch(b, exc)
                 single = len(b.entries) == 1
                 if single and (until is None or b.entries[0].pos != until) and not (
-                    b.entries[0].optional and exc.code == "invalid_transition"
+                    b.entries[0].optional and exc.code in ("invalid_transition", "job_terminal")
                 ):
                     log.warning("jobwire: job %s refused %s event: %s",
                                 self.id, b.entries[0].event["type"], exc)
@@ -240,5 +248,5 @@ class Job:
             self._retries += 1
         finally:
             self._send_lock.release()
-        if not self._q.has_work() and self._q.terminal_queued:
+        if not self._q.has_work() and (self._q.terminal_queued or self._transient):
             self.client._forget(self)
