@@ -287,6 +287,50 @@ impl Hub {
         }
     }
 
+    /// Like [`Hub::subscribe`], but a job that does not exist yet is waited for:
+    /// the outbox stays registered and `Ok(None)` is returned, so the job's events
+    /// reach it from its first one (`created`, seq 1) once some worker creates it.
+    /// Registering before the read leaves no gap: a job created after the read is
+    /// streamed live, one created before is found by it. Tokens with a `projects`
+    /// allow-list are answered like [`Hub::subscribe`] (a job not created yet has
+    /// no project to check).
+    pub async fn subscribe_or_wait(
+        &self,
+        access: &Access,
+        job_id: &str,
+        outbox: &Arc<Outbox>,
+        since: Option<u64>,
+    ) -> Result<Option<Replay>, HubError> {
+        if access.projects.is_some() {
+            return self
+                .subscribe(access, job_id, outbox, since)
+                .await
+                .map(Some);
+        }
+        JobId::validate(job_id).map_err(|_| HubError::NotFound)?;
+        if !access.may_use_id(job_id) {
+            return Err(HubError::NotFound);
+        }
+        let key = access.key(job_id);
+        self.registry.add(&key, outbox);
+        if let Err(e) = self.engine.watch(&key).await {
+            self.registry.remove(&key, outbox);
+            return Err(e);
+        }
+        match Replay::start(self.engine.clone(), Arc::from(key.as_str()), since).await {
+            Ok(r) if access.may_see(&r.job) => Ok(Some(r)),
+            Ok(_) => {
+                self.unsubscribe(&key, outbox);
+                Err(HubError::NotFound)
+            }
+            Err(HubError::NotFound) => Ok(None),
+            Err(e) => {
+                self.unsubscribe(&key, outbox);
+                Err(e)
+            }
+        }
+    }
+
     /// Registers `outbox` on `project`'s channel, then lists the project's jobs the
     /// caller may see and plans their catch-up (`positions`: public id -> last seq
     /// the client has). Registering first makes the catch-up gap-free: an event

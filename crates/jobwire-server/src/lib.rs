@@ -14,7 +14,10 @@
 //! - `error`: [`ApiError`], the single mapping from errors to HTTP responses.
 //! - `routes/`: `jobs` (create, get, list, publish, history, cancel), `keys` (API
 //!   key management), `health` (healthz, readyz, metrics, openapi).
-//! - `transport/`: `ws` (single-job and multiplexed WebSockets), `sse`.
+//! - `session`: one connection's subscribe → replay → live → close, for every
+//!   transport (the `Wire` seam; the close-reason table; channel catch-ups).
+//! - `transport/`: `ws` (the v1 WebSocket endpoints and the codec-driven WebSocket
+//!   wire), `channel` (channel endpoints), `sse`, `socket` (write deadlines).
 
 pub mod apikeys;
 pub mod auth;
@@ -25,6 +28,7 @@ pub mod limits;
 pub mod ratelimit;
 mod routes;
 mod serve;
+mod session;
 mod transport;
 
 pub use auth::{AuthConfig, KeySource, Verifier};

@@ -1,46 +1,29 @@
-//! Server-Sent Events: the same stream as a single-job WebSocket, one job per
-//! request. `id:` is the event's seq, so a browser's `EventSource` resumes by itself
-//! with `Last-Event-ID`; `?since=` does the same for other clients. The stream ends
-//! after the job's terminal event; reconnecting to a finished job you have fully seen
-//! answers 204, which tells `EventSource` to stop.
+//! Server-Sent Events: the same session as a single-job WebSocket, one job per
+//! request, spoken as an event stream. `id:` is the event's seq, so a browser's
+//! `EventSource` resumes by itself with `Last-Event-ID`; `?since=` does the same for
+//! other clients. The stream ends after the job's terminal event (and, like a
+//! WebSocket, on token expiry, slow consumption or shutdown, with a last comment
+//! saying why); reconnecting to a finished job you have fully seen answers 204, which
+//! tells `EventSource` to stop.
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::limits::Permit;
+use crate::session::{CloseReason, Incoming, Missing, Output, Session, Spec, Wire, WireError};
 use crate::transport::control;
 use crate::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use jobwire_core::recovery::{Positions, Replay};
-use jobwire_core::session::{Closed, EventKind, Outbox};
-use jobwire_core::Hub;
-use jobwire_proto::frame::ServerFrame;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Chunks buffered between the session task and the HTTP body.
 const CHUNK_BUFFER: usize = 64;
 /// Reconnect delay suggested to `EventSource`, in ms.
 const RETRY_MS: u32 = 2000;
-
-/// Unsubscribes and counts the connection closed when the stream task ends.
-struct Guard {
-    hub: Arc<Hub>,
-    /// The job's storage key.
-    job: Arc<str>,
-    outbox: Arc<Outbox>,
-    _permit: Permit,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.hub.unsubscribe(&self.job, &self.outbox);
-        self.hub.metrics().connections.dec();
-    }
-}
 
 fn event_chunk(seq: u64, json: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(json.len() + 32);
@@ -74,24 +57,29 @@ pub(crate) async fn stream(
         .and_then(|h| h.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok());
     let since = last_event_id.or(since);
-    let outbox = st.hub.outbox();
-    let replay = st
-        .hub
-        .subscribe(&caller.access, &id, &outbox, since)
-        .await?;
-    if replay.job.status.is_terminal() && since.is_some_and(|s| s >= replay.job.seq) {
-        st.hub.unsubscribe(replay.key(), &outbox);
+    // Unknown jobs are refused before the stream starts (404), and a client that has
+    // seen a finished job to its end is told to stop (204).
+    let job = st.hub.snapshot(&caller.access, &id).await?;
+    if job.status.is_terminal() && since.is_some_and(|s| s >= job.seq) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    st.hub.metrics().connections.inc();
-    let guard = Guard {
-        hub: st.hub.clone(),
-        job: replay.key().clone(),
-        outbox,
-        _permit: permit,
-    };
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNK_BUFFER);
-    tokio::spawn(pump(st, guard, replay, tx));
+    let wire = SseWire {
+        tx,
+        write_timeout: st.config.write_timeout,
+        keepalive: st.config.sse_keepalive,
+        metrics: st.hub.metrics().clone(),
+    };
+    let spec = Spec {
+        caller,
+        permit,
+        main_job: Some(id),
+        missing: Missing::Refuse,
+        channel: None,
+    };
+    let sessions = st.sessions.clone();
+    let session = Box::new(Session::new(st, wire, spec));
+    tokio::spawn(sessions.track_future(session.run(since)));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -106,101 +94,88 @@ pub(crate) async fn stream(
     Ok(resp)
 }
 
-/// Feeds the body: snapshot, history, then live events until the job ends, the client
-/// leaves, the client falls too far behind, or the server shuts down.
-async fn pump(st: AppState, guard: Guard, mut replay: Replay, tx: mpsc::Sender<Bytes>) {
-    let metrics = st.hub.metrics().clone();
-    let job = guard.job.clone();
-    let send = |b: Bytes| {
-        let tx = tx.clone();
-        async move { tx.send(b).await.is_ok() }
-    };
-    if !send(Bytes::from(format!("retry: {RETRY_MS}\n\n"))).await {
-        return;
-    }
-    let snapshot = control(&ServerFrame::Snapshot {
-        job_id: replay.job.id.clone(),
-        seq: replay.job.seq,
-        job: Box::new(replay.job.clone()),
-    });
-    // No `id:` on the snapshot: Last-Event-ID must only advance with events actually
-    // sent, or a drop during the replay would skip the rest of it.
-    if !send(data_chunk(&snapshot)).await {
-        return;
-    }
-    loop {
-        match replay.next_page().await {
-            Ok(Some(page)) => {
-                if let Some((since, history_start)) = page.truncated {
-                    let notice = control(&ServerFrame::HistoryTruncated {
-                        job_id: replay.job.id.clone(),
-                        since,
-                        history_start,
-                    });
-                    if !send(data_chunk(&notice)).await {
-                        return;
+/// An SSE stream as the session's wire: chunks go to the HTTP body through a
+/// bounded channel (a body nobody reads fills it, and the write deadline ends the
+/// session); the client never sends, so `recv` only notices it leaving.
+struct SseWire {
+    tx: mpsc::Sender<Bytes>,
+    write_timeout: Duration,
+    keepalive: Duration,
+    metrics: std::sync::Arc<jobwire_core::metrics::Metrics>,
+}
+
+impl SseWire {
+    async fn send(&mut self, chunk: Bytes) -> Result<(), WireError> {
+        let gone = || axum::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        match self.tx.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(gone()),
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                match tokio::time::timeout(self.write_timeout, self.tx.send(chunk)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(gone()),
+                    Err(_) => {
+                        self.metrics.write_timeouts.inc();
+                        Err(axum::Error::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "write deadline passed: the client is not reading",
+                        )))
                     }
                 }
-                for (seq, bytes) in page.events {
-                    if !send(event_chunk(seq, &bytes)).await {
-                        return;
-                    }
-                    metrics.events_delivered.inc();
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::error!(error = %e, job = &*job, "history read failed during SSE replay");
-                return;
             }
         }
     }
-    if replay.job.status.is_terminal() {
-        return;
+}
+
+impl Wire for SseWire {
+    async fn start(&mut self) -> Result<(), WireError> {
+        self.send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
+            .await
     }
-    let mut positions = Positions::default();
-    positions.track(job.clone(), replay.position());
-    let mut keepalive = tokio::time::interval(st.config.sse_keepalive);
-    keepalive.tick().await;
-    let mut buf = Vec::new();
-    loop {
-        tokio::select! {
-            _ = st.shutdown.cancelled() => {
-                let _ = send(Bytes::from_static(b": server restarting\n\n")).await;
-                return;
+
+    async fn recv(&mut self) -> Incoming {
+        self.tx.closed().await;
+        Incoming::Gone
+    }
+
+    async fn feed(&mut self, out: Output<'_>) -> Result<bool, WireError> {
+        let chunk = match out {
+            // No `id:` on the snapshot: Last-Event-ID must only advance with events
+            // actually sent, or a drop during the replay would skip the rest of it.
+            Output::Snapshot { job } => {
+                data_chunk(&control(&jobwire_proto::frame::ServerFrame::Snapshot {
+                    job_id: job.id.clone(),
+                    seq: job.seq,
+                    job: Box::new(job.clone()),
+                }))
             }
-            _ = tx.closed() => return,
-            _ = keepalive.tick() => {
-                if !send(Bytes::from_static(b": keep-alive\n\n")).await {
-                    return;
-                }
-            }
-            _ = guard.outbox.notified() => {
-                let closed = guard.outbox.drain(&mut buf);
-                for p in &buf {
-                    if !positions.admit(&p.job_id, p.seq) {
-                        continue;
-                    }
-                    if !send(event_chunk(p.seq, &p.bytes)).await {
-                        return;
-                    }
-                    metrics.events_delivered.inc();
-                    if p.kind == EventKind::Terminal {
-                        return;
-                    }
-                }
-                match closed {
-                    Some(Closed::SlowConsumer) => {
-                        let _ = send(Bytes::from_static(b": slow consumer, reconnect\n\n")).await;
-                        return;
-                    }
-                    Some(Closed::Resync) => {
-                        let _ = send(Bytes::from_static(b": live stream interrupted, reconnect\n\n")).await;
-                        return;
-                    }
-                    None => {}
-                }
-            }
+            Output::Live(p) => event_chunk(p.seq, &p.bytes),
+            Output::Replayed { seq, bytes, .. } => event_chunk(seq, bytes),
+            Output::Notification { bytes, .. } => data_chunk(bytes),
+            Output::Frame(f) => data_chunk(&control(f)),
+        };
+        self.send(chunk).await.map(|()| true)
+    }
+
+    async fn flush(&mut self) -> Result<(), WireError> {
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), WireError> {
+        self.send(Bytes::from_static(b": keep-alive\n\n")).await
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        if let Some(last) = reason.sse() {
+            let _ = self.send(Bytes::from_static(last)).await;
         }
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        self.keepalive
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
     }
 }

@@ -369,6 +369,8 @@ fn big_body_options(engine: Engine, outbox: usize) -> Options {
         engine,
         server: ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
+            // The stalled client is slow, not dead: keep the write deadline out of it.
+            write_timeout: Duration::from_secs(120),
             ..Default::default()
         },
         hub: HubConfig {
