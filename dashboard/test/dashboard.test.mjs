@@ -268,6 +268,28 @@ test('kill -9 and restart mid-job: the log view resumes with no lost and no doub
   }
 });
 
+test('a frozen server (SIGSTOP: TCP open, no heartbeat) is detected by the heartbeat deadline', async () => {
+  await withServer(async (srv) => {
+    await createJob(srv.url, { id: 'frozen-1' });
+    const page = await openPage(browser, srv.url + '/#/jobs/frozen-1');
+    await page.waitForSelector('.conn[data-state="open"]');
+    await page.waitForTimeout(4500); // two heartbeats (--heartbeat-interval 2s): the deadline is now 2 x 3 s
+    srv.proc.kill('SIGSTOP');
+    try {
+      const t0 = Date.now();
+      await page.waitForSelector('.conn[data-state="reconnecting"]', { timeout: 12_000 });
+      const detected = Date.now() - t0;
+      assert.ok(detected < 10_000, `detected after ${detected} ms`);
+    } finally {
+      srv.proc.kill('SIGCONT');
+    }
+    await page.waitForSelector('.conn[data-state="open"]', { timeout: 15_000 });
+    await publish(srv.url, 'frozen-1', [{ type: 'log', line: 'after the freeze' }]);
+    await page.waitForFunction(() => document.querySelector('.log .ln:last-child .txt')?.textContent === 'after the freeze');
+    await page.context().close();
+  });
+});
+
 test('the cancel button cancels the job', async () => {
   await withServer(async (srv) => {
     await createJob(srv.url, { id: 'cancel-me', project: 'p' });

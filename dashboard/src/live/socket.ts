@@ -24,8 +24,12 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 20_000;
 /** A connection that stayed open this long resets the backoff. */
 const HEALTHY_MS = 10_000;
-/** Send a `ping` after this much silence; give up on the socket after twice as much. */
+/** Send a `ping` after this much silence; give up on the socket after twice as much. Once two
+ *  `heartbeat` frames were seen, 1.5 x their interval (within these bounds) is used instead. */
 const SILENCE_MS = 20_000;
+const SILENCE_MIN_MS = 2_000;
+/** A socket that has not opened by then is dropped and retried. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export class LiveSocket {
   state: ConnState = 'closed';
@@ -35,6 +39,9 @@ export class LiveSocket {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private lastRx = 0;
+  private lastHeartbeat = 0;
+  private lastPing = 0;
+  private silenceMs = SILENCE_MS;
   private openedAt = 0;
   private stopped = true;
   private listeners = new Set<(s: ConnState) => void>();
@@ -116,8 +123,13 @@ export class LiveSocket {
     }
     this.ws = ws;
     let opened = false;
+    const connectTimer = setTimeout(() => {
+      if (!opened && this.ws === ws) this.drop('connect timeout');
+    }, CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
+      clearTimeout(connectTimer);
       opened = true;
+      this.lastHeartbeat = 0;
       this.openedAt = this.lastRx = Date.now();
       this.lastError = '';
       this.setState('open');
@@ -125,11 +137,17 @@ export class LiveSocket {
       this.hooks.onOpen(this);
     };
     ws.onmessage = (m) => {
-      this.lastRx = Date.now();
+      const now = Date.now();
+      this.lastRx = now;
       let frame: ServerFrame;
       try {
         frame = JSON.parse(typeof m.data === 'string' ? m.data : '') as ServerFrame;
       } catch {
+        return;
+      }
+      if (frame.type === 'heartbeat') {
+        if (this.lastHeartbeat) this.silenceMs = Math.min(SILENCE_MS, Math.max(SILENCE_MIN_MS, 1.5 * (now - this.lastHeartbeat)));
+        this.lastHeartbeat = now;
         return;
       }
       this.hooks.onFrame(frame);
@@ -170,11 +188,25 @@ export class LiveSocket {
     this.clearWatchdog();
     this.watchdog = setInterval(() => {
       const quiet = Date.now() - this.lastRx;
-      if (quiet > 2 * SILENCE_MS) {
-        this.lastError = 'no heartbeat';
-        this.ws?.close(4000); // onclose reconnects
-      } else if (quiet > SILENCE_MS) this.send({ type: 'ping' });
-    }, SILENCE_MS / 4);
+      if (quiet > 2 * this.silenceMs) this.drop('no heartbeat');
+      else if (quiet > this.silenceMs && Date.now() - this.lastPing > this.silenceMs) {
+        this.lastPing = Date.now();
+        this.send({ type: 'ping' });
+      }
+    }, 500);
+  }
+
+  /** A dead TCP connection may take minutes to report its close: drop it and reconnect now. */
+  private drop(why: string): void {
+    const ws = this.ws;
+    this.ws = null;
+    this.clearWatchdog();
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      ws.close(4000);
+    }
+    this.lastError = why;
+    this.schedule();
   }
 
   private clearWatchdog(): void {
