@@ -3,6 +3,7 @@
  * with resume by seq, token refresh on an open socket, SSE/polling fallback, and the HTTP API.
  */
 import * as api from './api.js';
+import { ProjectWatch, type ProjectWatchOptions } from './channel.js';
 import { Supervisor, type ConnectionInfo } from './connection.js';
 import { Entry, type EntrySink, type GapInfo, type SnapshotInfo } from './entry.js';
 import { JobwireError, StopRetrying } from './errors.js';
@@ -248,6 +249,11 @@ export class Jobwire {
   }
   cancel(jobId: string, reason?: string): Promise<api.PublishResult> {
     return api.cancel(this.http, jobId, reason);
+  }
+
+  /** A live list of a project's jobs (`'*'`: every project of the tenant) over its own channel socket. */
+  watchProject(project: string, opts?: ProjectWatchOptions): ProjectWatch {
+    return new ProjectWatch(this, project, opts);
   }
 
   /** The current token (after refreshes), for code that opens its own requests. */

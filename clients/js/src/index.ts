@@ -14,6 +14,8 @@
 export { Jobwire, baseUrl } from './client.js';
 export type { JobwireOptions, WatchOptions, JobSubscription } from './client.js';
 export type { ConnectionInfo, ConnectionState } from './connection.js';
+export { ProjectWatch } from './channel.js';
+export type { ProjectWatchOptions } from './channel.js';
 export type { SnapshotInfo, GapInfo } from './entry.js';
 export type { JobView, LogLine, StepView } from './view.js';
 export { viewFromSnapshot, applyEvent, viewFromCreated } from './view.js';
