@@ -205,7 +205,7 @@ export class JobPage {
     const auth = getToken() ? ` -H "Authorization: Bearer $JOBWIRE_TOKEN"` : '';
     const curl = `curl -N${auth} -H 'Accept: text/event-stream' '${serverBase()}/v1/jobs/${id}/events?since=0'`;
     const row = (label: string, value: string, name: string) => {
-      const code = h('code', { class: 'copy-value', 'data-copy': name }, value);
+      const code = h('code', { class: 'copy-value', 'data-copy': name, tabindex: 0, 'aria-label': `${label}: ${value}` }, value);
       const btn = h('button', { type: 'button', class: 'btn small', 'aria-label': `Copy ${label}` }, 'Copy');
       btn.addEventListener('click', () => void copyText(value, btn));
       return h('div', { class: 'copy-row' }, h('span', { class: 'copy-label' }, label), code, btn);
