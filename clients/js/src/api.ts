@@ -1,9 +1,10 @@
 /**
  * The HTTP API for workers and pages: publish with idempotency keys and retries, create,
- * read, list and cancel jobs. Retry rules (as the Python SDK): 3 attempts, full-jitter
- * backoff 0.5 s -> 8 s, retrying network errors, 5xx and 429 (honouring Retry-After).
+ * read, list and cancel jobs. Retry rules (the Python SDK's RetryPolicy): 3 attempts, delay n =
+ * uniform(0.5, 1) * min(8 s, 0.5 s * 2^n), retrying network errors, 5xx and 429; a longer
+ * Retry-After replaces the delay.
  */
-import { fullJitter, sleep } from './backoff.js';
+import { sleep } from './backoff.js';
 import { JobwireError, errorFromResponse } from './errors.js';
 import type { TokenSource } from './token.js';
 import type { JobSnapshot, JobStatus, PublishEvent, WireEvent } from './types.js';
@@ -73,6 +74,12 @@ function retryable(e: JobwireError): boolean {
   return e.code === 'network' || (e.status !== undefined && (e.status >= 500 || e.status === 429));
 }
 
+/** The wait before retry `n` (0-based), as the Python SDK computes it. */
+export function retryDelay(n: number, r: RetryOptions, retryAfterMs?: number, random: () => number = Math.random): number {
+  const d = Math.min(r.maxDelay, r.minDelay * 2 ** n) * (0.5 + random() / 2);
+  return retryAfterMs !== undefined && retryAfterMs > d ? retryAfterMs + random() * 100 : d;
+}
+
 /** One HTTP call with the retry rules. `idempotent: false` disables retries (a create without an id). */
 export async function request<T>(ctx: HttpContext, method: string, path: string, body?: unknown, idempotent = true): Promise<T> {
   let refreshed = false;
@@ -99,8 +106,7 @@ export async function request<T>(ctx: HttpContext, method: string, path: string,
       continue;
     }
     if (!idempotent || !retryable(err) || attempt + 1 >= ctx.retry.attempts) throw err;
-    const delay = err.status === 429 && err.retryAfterMs !== undefined ? err.retryAfterMs : fullJitter(attempt, ctx.retry);
-    await sleep(delay);
+    await sleep(retryDelay(attempt, ctx.retry, err.retryAfterMs));
   }
 }
 

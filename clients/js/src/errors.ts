@@ -55,6 +55,6 @@ export async function errorFromResponse(res: Response): Promise<JobwireError> {
   const retryAfter = res.headers.get('retry-after');
   const extra: { number?: number; status: number; retryAfterMs?: number } = { status: res.status };
   if (number !== undefined) extra.number = number;
-  if (retryAfter !== null && /^\d+$/.test(retryAfter.trim())) extra.retryAfterMs = Number(retryAfter) * 1000;
+  if (retryAfter !== null && /^\d+(\.\d+)?$/.test(retryAfter.trim())) extra.retryAfterMs = Number(retryAfter) * 1000;
   return new JobwireError(code, message, extra);
 }

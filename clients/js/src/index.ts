@@ -23,6 +23,7 @@ export { JobwireError, StopRetrying } from './errors.js';
 export { CLOSE_CODES, ERROR_CODES, closeAction } from './codes.js';
 export type { CloseAction } from './codes.js';
 export { fullJitter } from './backoff.js';
+export { retryDelay } from './api.js';
 export { tokenExpiry } from './token.js';
 export type { GetToken } from './token.js';
 export type { TransportKind, WebSocketCtor, WebSocketLike } from './transport/types.js';
