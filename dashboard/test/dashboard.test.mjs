@@ -229,44 +229,47 @@ test('log numbers stay right when retention trimmed the history (history_truncat
   );
 });
 
-test('kill -9 and restart mid-job: the log view resumes with no lost and no doubled line', async () => {
-  let srv = await startServer();
-  const { dataDir, port } = srv;
-  try {
-    await createJob(srv.url, { id: 'restart-1', project: 'p' });
-    const line = (i) => ({ type: 'log', line: `line ${i}`, event_id: `l${i}` });
-    for (let i = 1; i <= 40; i++) await publish(srv.url, 'restart-1', [line(i)]);
-    await publish(srv.url, 'restart-1', [{ type: 'progress', progress: 40, stage: 'first half' }]);
-    const page = await openPage(browser, srv.url + '/#/jobs/restart-1');
-    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '40');
-    // Lines published while the page watches live.
-    for (let i = 41; i <= 60; i++) await publish(srv.url, 'restart-1', [line(i)]);
-    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '60');
+for (const [how, signal] of [['kill -9', 'SIGKILL'], ['graceful (SIGTERM, close 1012)', 'SIGTERM']]) {
+  test(`${how} and restart mid-job: the log view resumes with no lost and no doubled line`, async () => {
+    let srv = await startServer();
+    const { dataDir, port } = srv;
+    try {
+      await createJob(srv.url, { id: 'restart-1', project: 'p' });
+      const line = (i) => ({ type: 'log', line: `line ${i}`, event_id: `l${i}` });
+      for (let i = 1; i <= 40; i++) await publish(srv.url, 'restart-1', [line(i)]);
+      await publish(srv.url, 'restart-1', [{ type: 'progress', progress: 40, stage: 'first half' }]);
+      const page = await openPage(browser, srv.url + '/#/jobs/restart-1');
+      await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '40');
+      // Lines published while the page watches live.
+      for (let i = 41; i <= 60; i++) await publish(srv.url, 'restart-1', [line(i)]);
+      await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '60');
 
-    await srv.kill9();
-    await page.waitForSelector('.conn[data-state="reconnecting"]');
-    srv = await startServer({ dataDir, port });
-    // Published right after the restart: some reach the page by replay (since=60), some live.
-    for (let i = 61; i <= 120; i++) await publish(srv.url, 'restart-1', [line(i)]);
-    await publish(srv.url, 'restart-1', [{ type: 'completed', result: { lines: 120 } }]);
-    await page.waitForSelector('.job-head .badge-completed');
-    await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '120');
-    await page.waitForSelector('.conn[data-state="open"]');
-    const got = await logLines(page);
-    assert.deepEqual(
-      got,
-      Array.from({ length: 120 }, (_, i) => [i + 1, `line ${i + 1}`]),
-    );
-    // The table's channel reconnected too.
-    await page.click('.back');
-    await page.waitForSelector('.spacer .row[data-job-id="restart-1"][data-status="completed"]');
-    assert.deepEqual(page.errors, []);
-    await page.context().close();
-  } finally {
-    await srv.stop();
-    removeDir(dataDir);
-  }
-});
+      if (signal === 'SIGKILL') await srv.kill9();
+      else await srv.stop();
+      await page.waitForSelector('.conn[data-state="reconnecting"]');
+      srv = await startServer({ dataDir, port });
+      // Published right after the restart: some reach the page by replay (since=60), some live.
+      for (let i = 61; i <= 120; i++) await publish(srv.url, 'restart-1', [line(i)]);
+      await publish(srv.url, 'restart-1', [{ type: 'completed', result: { lines: 120 } }]);
+      await page.waitForSelector('.job-head .badge-completed');
+      await page.waitForFunction(() => document.querySelector('.log .ln:last-child')?.dataset.n === '120');
+      await page.waitForSelector('.conn[data-state="open"]');
+      const got = await logLines(page);
+      assert.deepEqual(
+        got,
+        Array.from({ length: 120 }, (_, i) => [i + 1, `line ${i + 1}`]),
+      );
+      // The table's channel reconnected too.
+      await page.click('.back');
+      await page.waitForSelector('.spacer .row[data-job-id="restart-1"][data-status="completed"]');
+      assert.deepEqual(page.errors, []);
+      await page.context().close();
+    } finally {
+      await srv.stop();
+      removeDir(dataDir);
+    }
+  });
+}
 
 test('a frozen server (SIGSTOP: TCP open, no heartbeat) is detected by the heartbeat deadline', async () => {
   await withServer(async (srv) => {

@@ -69,6 +69,7 @@ export class JobPage {
   }
 
   start(): void {
+    this.log.hold(); // until the replay reaches the first snapshot's seq
     this.unwatch = this.mux.watch(
       this.id,
       {
@@ -109,7 +110,10 @@ export class JobPage {
       this.timeline.push({ status: ev.type === 'stalled' ? 'stalled' : ev.status, at: ev.timestamp, seq: ev.seq });
       this.lastStatus = ev.status;
     }
-    if (this.firstSnap && ev.seq === this.firstSnap.seq) this.log.setCountAt(this.firstSnap.logCount);
+    if (this.firstSnap && ev.seq >= this.firstSnap.seq) {
+      if (ev.seq === this.firstSnap.seq) this.log.setCountAt(this.firstSnap.logCount);
+      this.log.release();
+    }
     this.schedule();
   }
 

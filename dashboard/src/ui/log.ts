@@ -9,6 +9,7 @@ import { h } from './dom';
 
 /** Lines kept in the DOM; older ones are in the downloadable full log. */
 export const LOG_TAIL = 1000;
+const RENDER_CHUNK = 200;
 
 interface Line {
   n: number;
@@ -33,6 +34,9 @@ export class LogView {
   private trimmed = false;
   /** Numbers are not known yet: hold the lines until setCountAt. */
   private waiting = false;
+  private held = false;
+  /** The queue overflowed: the DOM's lines are all older than the queue's, drop them at the next flush. */
+  private reset = false;
 
   constructor() {
     this.box = h('div', { class: 'log', role: 'log', 'aria-live': 'off', 'aria-label': 'Job log', tabindex: 0 });
@@ -72,7 +76,10 @@ export class LogView {
     const line: Line = { n: this.base + this.received, seq: ev.seq, text: String(ev.line ?? '') };
     if (typeof ev.level === 'string') line.level = ev.level;
     this.queue.push(line);
-    if (this.queue.length > LOG_TAIL) this.queue.splice(0, this.queue.length - LOG_TAIL);
+    if (this.queue.length > LOG_TAIL) {
+      this.queue.splice(0, this.queue.length - LOG_TAIL);
+      this.reset = true;
+    }
     this.schedule();
   }
 
@@ -93,17 +100,34 @@ export class LogView {
     this.jump.hidden = true;
   }
 
+  /** Holds rendering (during the initial replay: rendering the stream frame by frame would churn the DOM). */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.schedule();
+  }
+
+  /** Appends up to RENDER_CHUNK queued lines per frame, so a 1,000-line tail never blocks the page. */
   private flush(): void {
     this.scheduled = false;
-    if (this.waiting) return;
+    if (this.waiting || this.held) return;
     const follow = this.follow;
+    if (this.reset) {
+      // The queue alone holds the newest LOG_TAIL lines: whatever is in the DOM is older than all of them.
+      this.reset = false;
+      this.box.replaceChildren();
+    }
     const frag = document.createDocumentFragment();
-    for (const l of this.queue) {
+    for (const l of this.queue.splice(0, RENDER_CHUNK)) {
       const text = h('span', { class: 'txt' });
       renderAnsi(l.text, text);
       frag.append(h('div', { class: `ln${l.level ? ' lv-' + l.level.replace(/[^a-z]/gi, '') : ''}`, 'data-seq': l.seq, 'data-n': l.n }, h('span', { class: 'num', 'aria-hidden': 'true' }, String(l.n)), text));
     }
-    this.queue = [];
+    if (this.queue.length) this.schedule();
     this.box.append(frag);
     let extra = this.box.childElementCount - LOG_TAIL;
     if (extra > 0) {
