@@ -24,7 +24,7 @@ import jobwire
 REPO = Path(__file__).resolve().parents[3]
 
 
-def start_server(tmp: str) -> "tuple[subprocess.Popen[str], str]":
+def start_server(tmp: str) -> tuple[subprocess.Popen[str], str]:
     exe = os.environ.get("JOBWIRE_BIN") or str(REPO / "target" / "debug" / "jobwire")
     if not os.access(exe, os.X_OK):
         sys.exit(f"jobwire binary not found at {exe}; set JOBWIRE_BIN")
@@ -75,7 +75,7 @@ def bench_async_progress(url: str, n: int) -> float:
     return asyncio.run(main())
 
 
-def bench_logs(c: jobwire.Client, n: int) -> "tuple[float, int]":
+def bench_logs(c: jobwire.Client, n: int) -> tuple[float, int]:
     job = c.job(f"bench-l-{uuid.uuid4().hex[:8]}")
     job.start()
     t0 = time.perf_counter()

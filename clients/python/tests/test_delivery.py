@@ -199,3 +199,47 @@ def test_api_key_goes_in_the_bearer_header(auth_server: Server,
         assert c.get_job(job.id)["status"] == "completed"
     with pytest.raises(jobwire.InvalidApiKey):
         jobwire.Client(auth_server.url, api_key="jwk_aaaaaaaaaaaa_" + "b" * 43).get_job("x")
+
+
+def test_async_worker_rides_out_a_kill9(fresh_server: Server) -> None:
+    import asyncio
+
+    s = fresh_server
+    n = 1500
+
+    async def main() -> List[str]:
+        async with jobwire.AsyncClient(s.url, flush_interval=0.02, max_batch=50) as c:
+            job = c.job(uid("a"))
+            await job.start()
+            for i in range(n):
+                await job.log(f"line {i}")
+                if i == 500:
+                    s.kill9()  # lines 500-999 are queued while the server is down
+                    assert job.last_seq > 2  # some batches had landed before
+                if i == 1000:
+                    assert job._retries > 0  # the flusher tried and backed off
+                    s.start()
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)
+            await job.complete()
+            return [e["line"] async for e in c.history(job.id) if e["type"] == "log"]
+
+    assert asyncio.run(main()) == [f"line {i}" for i in range(n)]
+
+
+def test_exit_hook_delivers_what_is_queued(server: Server) -> None:
+    import subprocess
+    import sys
+
+    jid = uid("exit")
+    code = (
+        "import jobwire\n"
+        f"c = jobwire.Client({server.url!r}, flush_interval=60)\n"
+        f"j = c.job({jid!r})\n"
+        "for i in range(300): j.log(str(i))\n"
+        "j.progress(50)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    with jobwire.Client(server.url) as c:
+        snap = c.get_job(jid)
+        assert snap["log_count"] == 300 and snap["progress"] == 50.0

@@ -302,12 +302,12 @@ class Client:
                 except Exception:  # never let the flusher die
                     log.exception("jobwire: flusher error for job %s", j.id)
 
-    def flush(self, timeout: Optional[float] = None) -> None:
+    def flush(self) -> None:
         """Send everything pending now (with direct-call retries); raise if some is left."""
         with self._jobs_lock:
             jobs = list(self._jobs.values())
         for j in jobs:
-            j.flush(timeout)
+            j.flush()
 
     def close(self, timeout: Optional[float] = 10.0) -> None:
         """Flush what is pending (best effort within `timeout`), stop the flusher, close HTTP."""

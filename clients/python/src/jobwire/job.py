@@ -121,9 +121,8 @@ class Job:
         """Log lines dropped because too many were pending (server unreachable too long)."""
         return self._q.dropped
 
-    def flush(self, timeout: Optional[float] = None) -> None:
-        """Send what is queued now; raise DeliveryError if it could not be delivered."""
-        del timeout  # direct-call retry policy bounds it
+    def flush(self) -> None:
+        """Send what is queued now (direct-call retries); DeliveryError if it could not."""
         self._drain(None, self.client.retry.attempts)
 
     def __enter__(self) -> Job:
