@@ -221,3 +221,24 @@ def test_async_client_and_job(server: Server) -> None:
             assert (await c.get_job(j3.id))["progress"] == 100.0
 
     asyncio.run(main())
+
+
+def test_a_refusal_no_single_event_caused_refuses_the_batch_in_one_request(
+    server: Server,
+) -> None:
+    with jobwire.Client(server.url, flush_interval=60) as c:
+        calls = []
+        real = c._send_once
+
+        def spy(req):  # type: ignore[no-untyped-def]
+            calls.append(req.path)
+            return real(req)
+
+        c._send_once = spy  # type: ignore[method-assign]
+        job = c.job(uid("ghost"), create=False)
+        for i in range(100):
+            job.log(f"l{i}")
+        job.flush()
+        assert len(calls) == 1  # not retried event by event
+        assert [type(e) for e in job.errors] == [jobwire.JobNotFound]
+        assert not job._q.has_work()

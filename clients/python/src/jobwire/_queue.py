@@ -20,7 +20,10 @@ log = logging.getLogger("jobwire")
 
 MAX_BATCH_BYTES = 512 * 1024  # half the server's default body limit
 MAX_PENDING_LOGS = 200_000  # past this, new log lines are dropped (counted in `dropped`)
-PROGRESS_KEYS = ("stage", "message")
+# Refusals that one event can cause: a batch refused so is retried event by event, so
+# the other events still land. Any other refusal (auth, unknown job) refuses the batch.
+PER_EVENT_CODES = frozenset({"invalid_event", "invalid_transition", "job_terminal",
+                             "payload_too_large", "malformed_json"})
 
 
 class Entry:
@@ -175,16 +178,16 @@ class EventQueue:
         """A final (non-retryable) refusal: split a batch into single events, or record it."""
         with self.lock:
             i = self.inflight.index(batch)
-            if len(batch.entries) > 1:
+            if len(batch.entries) > 1 and exc.code in PER_EVENT_CODES:
                 singles = [Batch([e], dumps(e.event)) for e in batch.entries]
                 self.inflight[i:i + 1] = singles
                 return
             self.inflight.pop(i)
-            e = batch.entries[0]
-            self.acked = max(self.acked, e.pos)
-            if e.optional and isinstance(exc, (InvalidTransition, JobTerminal)):
-                return  # an implicit start (or queued) on a job already past it
-            self._refused(e, exc)
+            self.acked = max(self.acked, batch.entries[-1].pos)
+            for e in batch.entries:
+                if e.optional and isinstance(exc, (InvalidTransition, JobTerminal)):
+                    continue  # an implicit start (or queued) on a job already past it
+                self._refused(e, exc)
 
     def _refused(self, e: Entry, exc: JobwireError) -> None:
         if e.event["type"] == "log":
@@ -192,8 +195,14 @@ class EventQueue:
         self.errors[e.pos] = exc
         if len(self.errors) > 1000:
             self.errors.pop(next(iter(self.errors)))
-        self.background_errors.append(exc)
-        del self.background_errors[:-20]
+        if not self.background_errors or self.background_errors[-1] is not exc:
+            self.background_errors.append(exc)
+            del self.background_errors[:-20]
+
+    def record(self, exc: JobwireError) -> None:
+        with self.lock:
+            self.background_errors.append(exc)
+            del self.background_errors[:-20]
 
     def take_error(self, pos: int) -> Optional[JobwireError]:
         with self.lock:

@@ -35,7 +35,7 @@ from ._core import (
     retryable,
     stamp_events,
 )
-from ._queue import EventQueue
+from ._queue import PER_EVENT_CODES, EventQueue
 from ._watch import WatchState, handshake_error
 from .errors import (
     DeliveryError,
@@ -472,12 +472,13 @@ class AsyncJob:
                 if retryable(exc):
                     raise
                 q.refused_batch(b, exc)
-                single = len(b.entries) == 1
-                if single and (until is None or b.entries[0].pos != until) and not (
+                final = len(b.entries) == 1 or exc.code not in PER_EVENT_CODES
+                waited = until is not None and any(e.pos == until for e in b.entries)
+                if final and not waited and not (
                     b.entries[0].optional and exc.code in ("invalid_transition", "job_terminal")
                 ):
-                    log.warning("jobwire: job %s refused %s event: %s",
-                                self.id, b.entries[0].event["type"], exc)
+                    log.warning("jobwire: job %s refused %d queued event(s) (%s): %s",
+                                self.id, len(b.entries), b.entries[0].event["type"], exc)
                 continue
             q.acked_batch(b, list(res["seqs"]))
 
@@ -495,8 +496,12 @@ class AsyncJob:
                 await self._drain_locked(None, 1)
                 self._failing_since, self._retries = None, 0
             except JobwireError as exc:
-                if not retryable(exc):
-                    raise
+                if not retryable(exc):  # e.g. the create was refused: stop until a direct call
+                    self._stalled = True
+                    self._q.record(exc)
+                    log.error("jobwire: job %s: %s; %d events kept", self.id, exc,
+                              self._q.pending_count())
+                    return
                 self._failing_since = self._failing_since or now
                 if now - self._failing_since > self.client.background_retry_for:
                     self._stalled = True

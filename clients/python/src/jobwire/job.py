@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type
 
 from . import _handle as h
 from ._core import create_request, job_path, new_job_id, retryable
-from ._queue import EventQueue
+from ._queue import PER_EVENT_CODES, EventQueue
 from .errors import DeliveryError, JobExists, JobwireError, ServerError
 
 if TYPE_CHECKING:
@@ -211,12 +211,13 @@ class Job:
                 if retryable(exc):
                     raise
                 q.refused_batch(b, exc)
-                single = len(b.entries) == 1
-                if single and (until is None or b.entries[0].pos != until) and not (
+                final = len(b.entries) == 1 or exc.code not in PER_EVENT_CODES
+                waited = until is not None and any(e.pos == until for e in b.entries)
+                if final and not waited and not (
                     b.entries[0].optional and exc.code in ("invalid_transition", "job_terminal")
                 ):
-                    log.warning("jobwire: job %s refused %s event: %s",
-                                self.id, b.entries[0].event["type"], exc)
+                    log.warning("jobwire: job %s refused %d queued event(s) (%s): %s",
+                                self.id, len(b.entries), b.entries[0].event["type"], exc)
                 continue
             q.acked_batch(b, list(res["seqs"]))
 
@@ -233,8 +234,12 @@ class Job:
             self._drain_locked(None, 1)
             self._failing_since, self._retries = None, 0
         except JobwireError as exc:
-            if not retryable(exc):
-                raise
+            if not retryable(exc):  # e.g. the create was refused: stop until a direct call
+                self._stalled = True
+                self._q.record(exc)
+                log.error("jobwire: job %s: %s; %d events kept", self.id, exc,
+                          self._q.pending_count())
+                return
             self._failing_since = self._failing_since or now
             if now - self._failing_since > self.client.background_retry_for:
                 self._stalled = True
