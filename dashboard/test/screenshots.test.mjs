@@ -68,6 +68,7 @@ for (const scheme of ['light', 'dark']) {
       await page.click('.spacer .row[data-job-id="render-42"]');
       await page.waitForFunction(() => document.querySelectorAll('.log .ln').length === 35);
       assert.ok((await overflow()) <= 0, `the job page overflows by ${await overflow()} px at ${width} px`);
+      await page.mouse.move(0, 0); // no hover highlight in the picture
       await page.screenshot({ path: join(OUT, `job-${scheme}-${size}.png`) });
       assert.deepEqual(errors, []);
       await ctx.close();
