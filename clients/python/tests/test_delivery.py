@@ -243,3 +243,84 @@ def test_exit_hook_delivers_what_is_queued(server: Server) -> None:
     with jobwire.Client(server.url) as c:
         snap = c.get_job(jid)
         assert snap["log_count"] == 300 and snap["progress"] == 50.0
+
+
+class LossyProxy:
+    """A TCP proxy that forwards requests but swallows the first `drop` replies (closing
+    the connection instead), as when a reply is lost after the server committed."""
+
+    def __init__(self, upstream_port: int, drop: int) -> None:
+        import socket
+
+        self.upstream = upstream_port
+        self.drop = drop
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pipe, args=(client, up, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, client, True), daemon=True).start()
+
+    def _pipe(self, src: Any, dst: Any, is_reply: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if is_reply:
+                    with self.lock:
+                        swallow = self.drop > 0
+                        if swallow:
+                            self.drop -= 1
+                    if swallow:
+                        break  # the reply is lost; close both sides
+                dst.sendall(data)
+        except OSError:
+            pass
+        import socket
+
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's recv, sends FIN
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_lost_reply_is_retried_and_stored_once(server: Server) -> None:
+    direct = jobwire.Client(server.url)
+    jid = direct.create_job(uid("lost"))["id"]
+    proxy = LossyProxy(server.port, drop=1)
+    try:
+        c = jobwire.Client(f"http://127.0.0.1:{proxy.port}",
+                           retry=jobwire.RetryPolicy(attempts=3, base=0.05))
+        seqs = c.publish(jid, [{"type": "log", "line": "a"}, {"type": "log", "line": "b"}])
+        assert seqs == [2, 3]  # the retry got the seqs of the first, committed attempt
+        assert proxy.drop == 0
+        job = c.job(jid, create=False)
+        proxy.drop = 1
+        for i in range(10):
+            job.log(f"q{i}")
+        job.flush()
+        c.close()
+    finally:
+        proxy.close()
+    lines = [e["line"] for e in direct.history(jid) if e["type"] == "log"]
+    assert lines == ["a", "b"] + [f"q{i}" for i in range(10)]
+    direct.close()
