@@ -299,6 +299,11 @@ test('the cancel button cancels the job', async () => {
     await publish(srv.url, 'cancel-me', [{ type: 'progress', progress: 30, stage: 'work' }]);
     const page = await openPage(browser, srv.url + '/#/jobs/cancel-me');
     await page.click('text=Cancel job');
+    // Live events while the confirmation is open do not take it away.
+    await publish(srv.url, 'cancel-me', [{ type: 'progress', progress: 35, message: 'still working' }]);
+    await page.waitForFunction(() => document.querySelector('.progress-line')?.textContent.includes('still working'));
+    await page.click('text=Keep running');
+    await page.click('text=Cancel job');
     await page.click('text=Yes, cancel it');
     await page.waitForSelector('.job-head .badge-cancelled');
     assert.equal(await page.$$eval('text=Cancel job', (e) => e.length), 0, 'no cancel button on a finished job');

@@ -28,6 +28,7 @@ export class JobPage {
   private lastStatus = '';
   private firstSnap: { seq: number; logCount: number } | null = null;
   private scheduled = false;
+  private keys = new WeakMap<HTMLElement, string>();
   private readonly head = h('div', { class: 'job-head' });
   private readonly progress = h('div', { class: 'job-progress' });
   private readonly timelineEl = h('ol', { class: 'timeline', 'aria-label': 'Status timeline' });
@@ -126,63 +127,81 @@ export class JobPage {
     });
   }
 
+  /** Rebuilds `el` only when its key changed: most events touch one or two parts of the page. */
+  private part(el: HTMLElement, key: string, build: () => void): void {
+    if (this.keys.get(el) === key) return;
+    this.keys.set(el, key);
+    clear(el);
+    build();
+  }
+
   private render(): void {
     const job = this.job;
     if (!job) return;
-    document.title = `${job.id} · ${statusLabel(job.status)} · jobwire`;
-    clear(this.head);
-    this.head.append(h('h2', { id: 'job-h', class: 'job-id' }, job.id), badge(job.status, job.stalled));
-    clear(this.cancelArea);
-    if (!TERMINAL.has(job.status) && canPublish()) this.cancelArea.append(this.cancelButton());
-    this.head.append(this.cancelArea);
+    const title = `${job.id} · ${statusLabel(job.status)} · jobwire`;
+    if (document.title !== title) document.title = title;
+    const cancellable = !TERMINAL.has(job.status) && canPublish();
+    this.part(this.head, `${job.status}|${job.stalled ? 1 : 0}|${cancellable}`, () => {
+      this.head.append(h('h2', { id: 'job-h', class: 'job-id' }, job.id), badge(job.status, job.stalled), this.cancelArea);
+      clear(this.cancelArea);
+      if (cancellable) this.cancelArea.append(this.cancelButton());
+    });
 
-    clear(this.progress);
     const pct = Math.max(0, Math.min(100, job.progress));
-    this.progress.append(
-      h(
-        'div',
-        { class: 'bigbar', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct * 10) / 10 },
-        h('div', { class: `bar-fill bar-${job.status}`, style: `width:${pct}%` }),
+    this.part(this.progress, `${pct}|${job.status}|${job.stage ?? ''}|${job.message ?? ''}`, () =>
+      this.progress.append(
+        h(
+          'div',
+          { class: 'bigbar', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct * 10) / 10 },
+          h('div', { class: `bar-fill bar-${job.status}`, style: `width:${pct}%` }),
+        ),
+        h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
       ),
-      h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
     );
 
-    clear(this.timelineEl);
-    for (const t of this.timeline) this.timelineEl.append(h('li', {}, badge(t.status), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
-    if (this.timeline.length === 0) this.timelineEl.append(h('li', { class: 'muted' }, 'No events yet.'));
+    this.part(this.timelineEl, String(this.timeline.length), () => {
+      for (const t of this.timeline) this.timelineEl.append(h('li', {}, badge(t.status), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
+      if (this.timeline.length === 0) this.timelineEl.append(h('li', { class: 'muted' }, 'No events yet.'));
+    });
 
-    clear(this.stepsEl);
     const label = (s: string) => this.labels.get(s) ?? s;
-    for (const s of job.completed_steps) this.stepsEl.append(h('li', { class: 'step done' }, h('span', { 'aria-hidden': 'true' }, '✓ '), label(s), h('span', { class: 'offscreen' }, ' (done)')));
     const cur = job.step?.step;
-    if (cur && !job.completed_steps.includes(cur))
-      this.stepsEl.append(h('li', { class: 'step current', 'aria-current': 'step' }, h('span', { 'aria-hidden': 'true' }, '▶ '), job.step?.label ?? label(cur)));
-    if (!this.stepsEl.firstChild) this.stepsEl.append(h('li', { class: 'muted' }, 'No steps.'));
+    this.part(this.stepsEl, JSON.stringify([job.completed_steps, job.step, this.labels.size]), () => {
+      for (const s of job.completed_steps) this.stepsEl.append(h('li', { class: 'step done' }, h('span', { 'aria-hidden': 'true' }, '✓ '), label(s), h('span', { class: 'offscreen' }, ' (done)')));
+      if (cur && !job.completed_steps.includes(cur))
+        this.stepsEl.append(h('li', { class: 'step current', 'aria-current': 'step' }, h('span', { 'aria-hidden': 'true' }, '▶ '), job.step?.label ?? label(cur)));
+      if (!this.stepsEl.firstChild) this.stepsEl.append(h('li', { class: 'muted' }, 'No steps.'));
+    });
 
-    clear(this.outcome);
-    if ('result' in job && job.result !== undefined)
-      this.outcome.append(h('section', { class: 'panel', 'aria-labelledby': 'res-h' }, h('h3', { id: 'res-h' }, 'Result'), h('pre', { class: 'json', tabindex: 0 }, JSON.stringify(job.result, null, 2))));
-    if (job.error) this.outcome.append(h('section', { class: 'panel error-panel', 'aria-labelledby': 'err-h' }, h('h3', { id: 'err-h' }, 'Error'), h('pre', { class: 'json' }, JSON.stringify(job.error, null, 2))));
+    const result = job.result !== undefined ? JSON.stringify(job.result, null, 2) : '';
+    this.part(this.outcome, `${result}|${job.error ?? ''}`, () => {
+      if (job.result !== undefined)
+        this.outcome.append(h('section', { class: 'panel', 'aria-labelledby': 'res-h' }, h('h3', { id: 'res-h' }, 'Result'), h('pre', { class: 'json', tabindex: 0 }, result)));
+      if (job.error) this.outcome.append(h('section', { class: 'panel error-panel', 'aria-labelledby': 'err-h' }, h('h3', { id: 'err-h' }, 'Error'), h('pre', { class: 'json' }, JSON.stringify(job.error, null, 2))));
+    });
 
-    clear(this.facts);
-    const fact = (k: string, v: string | undefined) => v && this.facts.append(h('dt', {}, k), h('dd', {}, v));
-    fact('Project', job.project);
-    fact('Tenant', job.tenant);
-    fact('Created by', job.created_by);
-    fact('Created', fmtTime(job.created_at));
-    fact('Updated', fmtTime(job.updated_at));
-    fact('Finished', job.finished_at && fmtTime(job.finished_at));
-    fact('Duration', fmtDuration((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.created_at)));
-    fact('Seq', String(job.seq));
-    fact('Log lines', String(job.log_count));
-    this.meta.textContent = JSON.stringify(job.metadata, null, 2);
+    const duration = fmtDuration((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.created_at));
+    this.part(this.facts, `${job.seq}|${duration}`, () => {
+      const fact = (k: string, v: string | undefined) => v && this.facts.append(h('dt', {}, k), h('dd', {}, v));
+      fact('Project', job.project);
+      fact('Tenant', job.tenant);
+      fact('Created by', job.created_by);
+      fact('Created', fmtTime(job.created_at));
+      fact('Updated', fmtTime(job.updated_at));
+      fact('Finished', job.finished_at && fmtTime(job.finished_at));
+      fact('Duration', duration);
+      fact('Seq', String(job.seq));
+      fact('Log lines', String(job.log_count));
+    });
+    const meta = JSON.stringify(job.metadata, null, 2);
+    if (this.meta.textContent !== meta) this.meta.textContent = meta;
   }
 
   private cancelButton(): HTMLElement {
     const btn = h('button', { type: 'button', class: 'btn danger', 'aria-haspopup': 'true' }, 'Cancel job');
     btn.addEventListener('click', () => {
       const yes = h('button', { type: 'button', class: 'btn danger', onclick: () => void this.cancel(yes) }, 'Yes, cancel it');
-      const no = h('button', { type: 'button', class: 'btn', onclick: () => this.schedule() }, 'Keep running');
+      const no = h('button', { type: 'button', class: 'btn', onclick: () => (this.keys.delete(this.head), this.schedule()) }, 'Keep running');
       this.cancelArea.replaceChildren(h('span', { role: 'group', 'aria-label': 'Confirm cancel', class: 'confirm' }, 'Cancel this job? ', yes, no));
       yes.focus();
     });
