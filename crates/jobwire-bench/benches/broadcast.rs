@@ -26,6 +26,7 @@ fn event(job: &str) -> Published {
         kind: EventKind::Other,
         bytes: Bytes::from_static(FRAME),
         project: None,
+        encodings: Default::default(),
     }
 }
 

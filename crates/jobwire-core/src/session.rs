@@ -21,6 +21,27 @@ pub enum EventKind {
     Other,
 }
 
+/// How many encodings other than v1's (the compatibility dialects) can keep their
+/// bytes on a [`Published`] event.
+pub const ENCODINGS: usize = 4;
+
+/// One event's bytes in each other encoding, made by the first watcher that needs
+/// them and shared by every other watcher of that encoding: an event is serialized
+/// once per encoding, never once per watcher.
+#[derive(Debug, Default)]
+pub struct Encodings([std::sync::OnceLock<Option<Bytes>>; ENCODINGS]);
+
+impl Encodings {
+    /// The bytes of encoding `slot` (`None`: that encoding has no frame for this
+    /// event), made by `make` the first time.
+    pub fn get_or_init(&self, slot: usize, make: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        match self.0.get(slot) {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
+        }
+    }
+}
+
 /// One committed event, serialized once and shared by every watcher.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -32,6 +53,8 @@ pub struct Published {
     /// The project channel key ([`crate::channel::project_key`]) this event also
     /// fans out to, when the engine delivers it by project in the same push.
     pub project: Option<Arc<str>>,
+    /// The event in other encodings, filled on first use.
+    pub encodings: Arc<Encodings>,
 }
 
 /// Result of [`Outbox::push`].
@@ -214,6 +237,7 @@ mod tests {
             kind,
             bytes: Bytes::from(format!("{job}:{seq}")),
             project: None,
+            encodings: Default::default(),
         }
     }
 

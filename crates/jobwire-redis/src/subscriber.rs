@@ -387,6 +387,7 @@ impl Subscriber {
                 kind: kind_from(kind),
                 bytes: Bytes::copy_from_slice(json),
                 project: None,
+                encodings: Default::default(),
             },
         );
     }
@@ -410,6 +411,7 @@ impl Subscriber {
             kind,
             bytes,
             project: None,
+            encodings: Default::default(),
         });
     }
 

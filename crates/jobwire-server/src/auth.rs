@@ -145,6 +145,8 @@ pub struct Verifier {
     audience: Option<String>,
     issuer: Option<String>,
     tenant_claim: String,
+    /// Scopes of a token without a `scope` claim (space-separated).
+    default_scope: Option<String>,
 }
 
 fn unauthorized(msg: impl Into<String>) -> ApiError {
@@ -152,6 +154,12 @@ fn unauthorized(msg: impl Into<String>) -> ApiError {
 }
 
 impl Verifier {
+    /// Scopes for tokens that carry no `scope` claim (`--default-scope`).
+    pub fn with_default_scope(mut self, scopes: Option<String>) -> Verifier {
+        self.default_scope = scopes;
+        self
+    }
+
     pub fn new(
         source: KeySource,
         audience: Option<String>,
@@ -176,6 +184,7 @@ impl Verifier {
             audience,
             issuer,
             tenant_claim,
+            default_scope: None,
         };
         if let KeySource::JwksFile(path) = &v.source {
             v.load_jwks(path)?;
@@ -293,11 +302,16 @@ impl Verifier {
                 ),
             ));
         };
-        let scopes: Vec<&str> = claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| s.split_whitespace().collect())
-            .unwrap_or_default();
+        // A token without a `scope` claim gets `--default-scope` (tokens made for
+        // other systems often carry none); an empty `scope` stays empty.
+        let scopes: Vec<&str> = match claims.get("scope").and_then(Value::as_str) {
+            Some(s) => s.split_whitespace().collect(),
+            None => self
+                .default_scope
+                .as_deref()
+                .map(|s| s.split_whitespace().collect())
+                .unwrap_or_default(),
+        };
         let list = |name: &str| -> Option<Vec<String>> {
             claims.get(name).and_then(Value::as_array).map(|a| {
                 a.iter()

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// A request body that has not fully arrived this long after the request head
     /// is refused with 408 `request_timeout` and its connection closed.
     pub body_timeout: Duration,
+    /// The compatibility dialects to serve (`--compat`); none by default.
+    pub compat: Vec<crate::compat::DialectName>,
     /// Serve the dashboard from this directory instead of the embedded bundle.
     pub dashboard_dir: Option<PathBuf>,
 }
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             publish_limit: PublishLimit::default(),
             write_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            compat: Vec::new(),
             dashboard_dir: None,
         }
     }

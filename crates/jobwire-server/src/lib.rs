@@ -5,7 +5,9 @@
 //! # Layout
 //! - [`app`] builds the router; [`run`] serves it on a given listener until a given
 //!   shutdown future resolves, then drains.
-//! - `config`: [`ServerConfig`] (timeouts, sizes, limits).
+//! - `config`: [`ServerConfig`] (timeouts, sizes, limits, dialects).
+//! - [`compat`]: the wire dialects of the systems our users run today
+//!   (`--compat`), each a codec over the same session.
 //! - [`auth`]: JWT verification, scopes, tenant, allow-lists, Origin check.
 //! - [`apikeys`]: worker API keys: format, hashing, checking presented keys.
 //! - [`limits`]: connection limits (total, per IP, per tenant).
@@ -21,6 +23,7 @@
 
 pub mod apikeys;
 pub mod auth;
+pub mod compat;
 mod config;
 mod error;
 mod extract;

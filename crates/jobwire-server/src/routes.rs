@@ -23,7 +23,7 @@ use tower_http::trace::TraceLayer;
 pub(crate) fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let cors = cors(&state);
-    let router = Router::new()
+    let router: Router<AppState> = Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route(
@@ -42,7 +42,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(dashboard::assets))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics));
+    let router = crate::compat::routes(router, &state.config.compat)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), read_body))

@@ -393,11 +393,7 @@ impl<W: Wire> Session<W> {
                     }
                     let mut n = 0;
                     for (seq, bytes) in &page.events {
-                        let out = Output::Replayed {
-                            job_id: job,
-                            seq: *seq,
-                            bytes,
-                        };
+                        let out = Output::Replayed { seq: *seq, bytes };
                         if self.wire.feed(out).await? {
                             n += 1;
                         }

@@ -7,6 +7,7 @@ use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
 use jobwire_core::{Hub, HubConfig};
 use jobwire_redis::{RedisConfig, RedisEngine, RedisTls};
+use jobwire_server::compat::DialectName;
 use jobwire_server::{
     AppState, AuthConfig, ConnLimits, KeySource, PublishLimit, ServerConfig, Verifier,
 };
@@ -156,6 +157,15 @@ pub(crate) struct ServeArgs {
     /// `request_timeout`; while it arrives it holds a slot of `--max-connections-per-ip`.
     #[arg(long, env = "JOBWIRE_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     body_timeout: Duration,
+    /// Serve the URLs and message shapes of systems teams run today, so their
+    /// clients work unchanged: `progress-channel`, `a6hub`, `titan`,
+    /// `project-updates` (comma-separated), or `all`. See docs/compat.md.
+    #[arg(long, env = "JOBWIRE_COMPAT", value_parser = parse_compat, default_value = "")]
+    compat: CompatList,
+    /// Scopes given to a valid token that has no `scope` claim (space-separated), e.g.
+    /// `jobs:watch` for tokens issued for another system.
+    #[arg(long, env = "JOBWIRE_DEFAULT_SCOPE")]
+    default_scope: Option<String>,
     /// Serve the dashboard at `/` from this directory (a `dashboard/dist` build) instead
     /// of the copy built into the binary; for working on the dashboard.
     #[arg(long, env = "JOBWIRE_DASHBOARD_DIR")]
@@ -195,6 +205,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// The parsed `--compat` list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CompatList(Vec<DialectName>);
+
+fn parse_compat(s: &str) -> Result<CompatList, String> {
+    DialectName::parse_list(s).map(CompatList)
+}
+
 /// Shortest `--jwt-secret` accepted without `--allow-weak-secret` (256 bits).
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -225,12 +243,15 @@ fn auth_config(a: &ServeArgs) -> anyhow::Result<AuthConfig> {
         a.jwks_file.clone().map(KeySource::JwksFile)
     };
     let verifier = match source {
-        Some(src) => Some(Verifier::new(
-            src,
-            a.jwt_audience.clone(),
-            a.jwt_issuer.clone(),
-            a.tenant_claim.clone(),
-        )?),
+        Some(src) => Some(
+            Verifier::new(
+                src,
+                a.jwt_audience.clone(),
+                a.jwt_issuer.clone(),
+                a.tenant_claim.clone(),
+            )?
+            .with_default_scope(a.default_scope.clone()),
+        ),
         None => {
             if !a.listen.ip().is_loopback() && !a.allow_anonymous {
                 anyhow::bail!(
@@ -306,6 +327,7 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
         },
         write_timeout: a.write_timeout,
         body_timeout: a.body_timeout,
+        compat: a.compat.0.clone(),
         dashboard_dir: a.dashboard_dir.clone(),
     };
     if !(a.publish_rate.is_finite() && a.publish_rate >= 0.0) {

@@ -18,6 +18,9 @@
 //! - `isolation`: tenant and allow-list isolation of every id and cursor (list pages
 //!   and `next`, history, project and every-project channels, notifications, keys).
 //! - `sse`: Server-Sent Events stream, Last-Event-ID resume, end after terminal, 204.
+//! - `compat`: the wire dialects (`--compat`): golden frames of each system built from
+//!   v1 events (both engines), bad input per dialect, and each system's own client
+//!   code (Python `websockets`, JavaScript in node) following a job to its end.
 //! - `connections`: bad-day connections: a peer that stops reading (write deadline),
 //!   trickling bodies (408, per-IP slots), client-initiated close, shutdown of the
 //!   binary while sessions drain (every event, then 1012; newcomers get 503), and the
@@ -42,6 +45,7 @@ mod auth;
 mod channels;
 mod cli;
 mod cluster;
+mod compat;
 mod connections;
 mod durability;
 mod isolation;

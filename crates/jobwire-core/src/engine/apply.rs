@@ -108,6 +108,7 @@ pub fn apply_inputs<E>(
                 kind,
                 bytes,
                 project: project.clone(),
+                encodings: Default::default(),
             },
             event_id: ev.event_id,
         });
@@ -157,6 +158,7 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
             kind: EventKind::Other,
             bytes,
             project,
+            encodings: Default::default(),
         },
     ))
 }

@@ -820,6 +820,7 @@ impl Writer {
                     kind: EventKind::Terminal,
                     bytes: frame,
                     project: None,
+                    encodings: Default::default(),
                 });
             }
         }

@@ -42,7 +42,12 @@ impl<W: Wire> Session<W> {
         let mut positions = BTreeMap::new();
         let mut since = None;
         let mut pending = None;
-        match tokio::time::timeout(RESUME_WAIT, self.wire.recv()).await {
+        let wait = if self.wire.waits_for_resume() {
+            RESUME_WAIT
+        } else {
+            Duration::ZERO
+        };
+        match tokio::time::timeout(wait, self.wire.recv()).await {
             Err(_) | Ok(Incoming::Noise) => {}
             Ok(Incoming::Gone) => return Ok(Next::Stop),
             Ok(Incoming::TooBig) => return Ok(Next::Close(CloseReason::MessageTooBig)),
@@ -176,7 +181,7 @@ impl<W: Wire> Session<W> {
                 }
                 if self
                     .wire
-                    .feed(Output::Notification { seq, bytes: &bytes })
+                    .feed(Output::Notification { bytes: &bytes })
                     .await?
                 {
                     replayed += 1;

@@ -55,14 +55,10 @@ pub(crate) enum Output<'a> {
     Snapshot { job: &'a Job },
     /// A live event (shared bytes, with the per-encoding cache).
     Live(&'a Published),
-    /// A replayed (history) event of job `job_id` (public id).
-    Replayed {
-        job_id: &'a str,
-        seq: u64,
-        bytes: &'a Bytes,
-    },
+    /// A replayed (history) event.
+    Replayed { seq: u64, bytes: &'a Bytes },
     /// A notification frame (already in v1 form: `{"type":"notification",…}`).
-    Notification { seq: u64, bytes: &'a Bytes },
+    Notification { bytes: &'a Bytes },
     /// A control frame (pong, error, history_truncated, ready, unsubscribed, …).
     Frame(&'a ServerFrame),
 }
@@ -149,4 +145,9 @@ pub(crate) trait Wire: Send {
     fn heartbeat_every(&self) -> Duration;
     /// Close when the peer sent nothing for this long (`None`: it never sends).
     fn idle_timeout(&self) -> Option<Duration>;
+    /// Whether a channel session waits for a `resume` command first (v1 clients
+    /// send one; the dialects' clients do not).
+    fn waits_for_resume(&self) -> bool {
+        true
+    }
 }

@@ -154,6 +154,14 @@ pub(crate) trait Codec: Send + 'static {
     fn encode(&mut self, out: &Output<'_>) -> Option<Bytes>;
     /// The heartbeat frame, if this protocol has one.
     fn heartbeat(&mut self) -> Option<Bytes>;
+    /// The first frame of a connection, if this protocol has one.
+    fn greeting(&mut self) -> Option<Bytes> {
+        None
+    }
+    /// Whether a channel session waits for this protocol's `resume` first.
+    fn waits_for_resume(&self) -> bool {
+        true
+    }
     /// How this protocol closes for `reason`. v1 uses the close-code table.
     fn close(&self, reason: CloseReason) -> Option<CloseFrame> {
         let (code, text) = reason.websocket();
@@ -188,6 +196,13 @@ impl<C: Codec> WsWire<C> {
 }
 
 impl<C: Codec> Wire for WsWire<C> {
+    async fn start(&mut self) -> Result<(), WireError> {
+        match self.codec.greeting().and_then(text) {
+            Some(m) => self.socket.send(m).await,
+            None => Ok(()),
+        }
+    }
+
     async fn recv(&mut self) -> Incoming {
         match self.socket.recv().await {
             None => Incoming::Gone,
@@ -245,6 +260,10 @@ impl<C: Codec> Wire for WsWire<C> {
 
     fn idle_timeout(&self) -> Option<Duration> {
         Some(self.idle_timeout)
+    }
+
+    fn waits_for_resume(&self) -> bool {
+        self.codec.waits_for_resume()
     }
 }
 

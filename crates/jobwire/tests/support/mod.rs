@@ -645,6 +645,20 @@ impl Ws {
             .expect("send");
     }
 
+    /// The next text message as it is (not parsed), skipping pings.
+    pub async fn text(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("a frame in time")
+                .expect("stream open")
+                .expect("frame ok");
+            if let Message::Text(t) = msg {
+                return t.as_str().to_owned();
+            }
+        }
+    }
+
     /// The next JSON frame or close, skipping heartbeats and pings.
     pub async fn frame(&mut self) -> Frame {
         loop {
