@@ -50,14 +50,20 @@ pub(crate) fn run(c: StoreCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
             Err(e) => {
-                eprintln!("jobwire: cannot check the store in {}: {e}", a.data_dir.display());
+                eprintln!(
+                    "jobwire: cannot check the store in {}: {e}",
+                    a.data_dir.display()
+                );
                 ExitCode::from(CANNOT_CHECK)
             }
         },
         StoreCommand::Repair(a) => match check::repair(&a.data_dir) {
             Ok(r) => {
                 match &r.damaged_copy {
-                    None => println!("nothing to repair: the store in {} is sound or absent", a.data_dir.display()),
+                    None => println!(
+                        "nothing to repair: the store in {} is sound or absent",
+                        a.data_dir.display()
+                    ),
                     Some(aside) => {
                         println!(
                             "repaired: kept {} jobs, {} events, {} API keys in a fresh store; \
@@ -81,7 +87,10 @@ pub(crate) fn run(c: StoreCommand) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("jobwire: cannot repair the store in {}: {e}", a.data_dir.display());
+                eprintln!(
+                    "jobwire: cannot repair the store in {}: {e}",
+                    a.data_dir.display()
+                );
                 ExitCode::from(CANNOT_CHECK)
             }
         },

@@ -687,10 +687,10 @@ impl Writer {
     /// Applies and commits one group. Returns true when asked to stop.
     fn commit_group(&mut self, batch: &mut Vec<Request>) -> bool {
         if !self.probe() {
-            let e = self
-                .broken
-                .as_ref()
-                .map_or_else(|| HubError::Storage("store unavailable".into()), HubError::duplicate);
+            let e = self.broken.as_ref().map_or_else(
+                || HubError::Storage("store unavailable".into()),
+                HubError::duplicate,
+            );
             return refuse_all(batch, &e);
         }
         let mut group = Group::default();

@@ -68,40 +68,85 @@ async fn refused_then_repaired(name: &str, damage: impl FnOnce(&Path)) {
 
     let out = run(&["serve", "--listen", "127.0.0.1:0"], dir.path()).await;
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{name}: serve must refuse: {stderr}");
-    assert!(!stdout.contains("listening"), "{name}: must not serve: {stdout}");
-    assert!(stderr.contains(&file.display().to_string()), "{name}: names the file: {stderr}");
-    assert!(stderr.contains("damaged") && stderr.contains("store repair"), "{name}: says what to do: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{name}: no panic: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name}: serve must refuse: {stderr}"
+    );
+    assert!(
+        !stdout.contains("listening"),
+        "{name}: must not serve: {stdout}"
+    );
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "{name}: names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("damaged") && stderr.contains("store repair"),
+        "{name}: says what to do: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{name}: no panic: {stderr}"
+    );
 
     let out = run(&["store", "check"], dir.path()).await;
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{name}: check exit code: {stdout}{stderr}");
-    assert!(stdout.starts_with("DAMAGED") && stdout.contains(&file.display().to_string()), "{name}: {stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name}: check exit code: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.starts_with("DAMAGED") && stdout.contains(&file.display().to_string()),
+        "{name}: {stdout}"
+    );
     assert!(!stderr.contains("panicked"), "{name}: {stderr}");
 
     let out = run(&["store", "repair"], dir.path()).await;
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{name}: repair: {stdout}{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name}: repair: {stdout}{stderr}"
+    );
     assert!(stdout.contains("repaired: kept"), "{name}: {stdout}");
     assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     let aside: Vec<_> = std::fs::read_dir(dir.path())
         .expect("ls")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("jobwire.redb.damaged-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("jobwire.redb.damaged-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "{name}: the damaged file is kept aside");
 
     let out = run(&["store", "check"], dir.path()).await;
-    assert_eq!(out.status.code(), Some(0), "{name}: sound after repair: {:?}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name}: sound after repair: {:?}",
+        text(&out)
+    );
     let p = Process::start(dir.path(), "127.0.0.1:0", &[]);
-    let r = reqwest::get(format!("{}/readyz", p.base)).await.expect("readyz");
-    assert_eq!(r.status(), reqwest::StatusCode::OK, "{name}: serves after repair");
+    let r = reqwest::get(format!("{}/readyz", p.base))
+        .await
+        .expect("readyz");
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::OK,
+        "{name}: serves after repair"
+    );
     eprintln!("{name}: {stdout}");
 }
 
 fn cut(file: &Path, len: impl FnOnce(u64) -> u64) {
-    let f = std::fs::OpenOptions::new().write(true).open(file).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open");
     let size = f.metadata().expect("stat").len();
     f.set_len(len(size)).expect("truncate");
 }
@@ -109,7 +154,10 @@ fn cut(file: &Path, len: impl FnOnce(u64) -> u64) {
 /// Overwrites 64 bytes in every 4 KiB page from `from` (a fraction of the file).
 fn garble(file: &Path, from: f64) {
     use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(file).expect("open");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .expect("open");
     let size = f.metadata().expect("stat").len();
     let mut at = ((size as f64 * from) as u64 / 4096).max(1) * 4096;
     while at + 300 < size {
@@ -155,6 +203,8 @@ async fn a_missing_file_is_a_fresh_store() {
     let out = run(&["store", "check"], dir.path()).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     let p = Process::start(dir.path(), "127.0.0.1:0", &[]);
-    let r = reqwest::get(format!("{}/readyz", p.base)).await.expect("readyz");
+    let r = reqwest::get(format!("{}/readyz", p.base))
+        .await
+        .expect("readyz");
     assert_eq!(r.status(), reqwest::StatusCode::OK);
 }

@@ -33,7 +33,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -102,7 +105,9 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
             StatusCode::INSUFFICIENT_STORAGE => {
                 assert_eq!(code(&v), "storage_full", "{v}");
                 assert!(
-                    v["error"]["message"].as_str().is_some_and(|m| m.contains("out of space")),
+                    v["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("out of space")),
                     "{v}"
                 );
                 refused.push(i);
@@ -114,7 +119,10 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
     assert_eq!(ready(&http, &p.base).await, StatusCode::SERVICE_UNAVAILABLE);
     // While full: writes keep being refused with the same code, reads keep working.
     let (st, v) = publish(&http, &p.base, i).await;
-    assert_eq!((st, code(&v)), (StatusCode::INSUFFICIENT_STORAGE, "storage_full"));
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
+    );
     refused.push(i);
     let r = http
         .get(format!("{}/v1/jobs/j", p.base))
@@ -123,12 +131,19 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
     let job: Value = r.json().await.expect("json");
-    assert_eq!(job["seq"], acked.len() as u64 + 1, "only acknowledged events count");
+    assert_eq!(
+        job["seq"],
+        acked.len() as u64 + 1,
+        "only acknowledged events count"
+    );
 
     std::fs::remove_file(&filler).expect("free space");
     let deadline = Instant::now() + Duration::from_secs(10);
     while ready(&http, &p.base).await != StatusCode::OK {
-        assert!(Instant::now() < deadline, "/readyz did not recover after space was freed");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not recover after space was freed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The refused publishes are retried (same event_id) and new ones go through.
@@ -160,5 +175,9 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
             "acknowledged event {i} must be stored exactly once"
         );
     }
-    assert_eq!(lines.len(), acked.len(), "nothing un-acknowledged was stored");
+    assert_eq!(
+        lines.len(),
+        acked.len(),
+        "nothing un-acknowledged was stored"
+    );
 }

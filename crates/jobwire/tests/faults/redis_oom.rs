@@ -24,10 +24,22 @@ async fn redis_oom_is_storage_full() {
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
     let (st, v) = post(&http, format!("{}/v1/jobs/j/events", p.base), event.clone()).await;
-    assert_eq!((st, code(&v)), (StatusCode::INSUFFICIENT_STORAGE, "storage_full"), "{v}");
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+        "{v}"
+    );
     let (st, v) = post(&http, format!("{}/v1/jobs", p.base), json!({"id": "k"})).await;
-    assert_eq!((st, code(&v)), (StatusCode::INSUFFICIENT_STORAGE, "storage_full"), "{v}");
-    let r = http.get(format!("{}/v1/jobs/j", p.base)).send().await.expect("get");
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+        "{v}"
+    );
+    let r = http
+        .get(format!("{}/v1/jobs/j", p.base))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), StatusCode::OK, "reads go on");
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
     let (st, v) = post(&http, format!("{}/v1/jobs/j/events", p.base), event).await;

@@ -8,6 +8,9 @@
 //! `history_truncated` rather than a gap), with its idempotency keys, create record
 //! and expiry, plus notifications and API keys, into a fresh `jobwire.redb`.
 
+// The salvage closures return redb's own (large) error, read once and dropped.
+#![allow(clippy::result_large_err)]
+
 use super::store::{self, db_err, quietly, Found};
 use super::{API_KEYS, CREATES, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, NOTIFY, NOTIFY_HEAD};
 use crate::error::HubError;
@@ -44,7 +47,9 @@ pub fn check(data_dir: &Path) -> Result<Health, HubError> {
     };
     match quietly(|| count(&db)) {
         Ok(Ok((jobs, events))) => Ok(Health::Sound { jobs, events }),
-        Ok(Err(e)) => Ok(Health::Damaged(store::damaged(&path, &e.to_string()).to_string())),
+        Ok(Err(e)) => Ok(Health::Damaged(
+            store::damaged(&path, &e.to_string()).to_string(),
+        )),
         Err(p) => Ok(Health::Damaged(store::damaged(&path, &p).to_string())),
     }
 }
@@ -199,7 +204,8 @@ fn salvage(src: &Database, dst: &WriteTransaction, out: &mut Repaired) -> Result
     });
     let mut t = dst.open_table(IDEMPOTENCY).map_err(db_err)?;
     for (job, eid, seq) in idem.iter().filter(|r| kept.contains(&r.0)) {
-        t.insert((job.as_str(), eid.as_str()), *seq).map_err(db_err)?;
+        t.insert((job.as_str(), eid.as_str()), *seq)
+            .map_err(db_err)?;
     }
     drop(t);
     let creates = bytes_rows(&rtxn, CREATES);
