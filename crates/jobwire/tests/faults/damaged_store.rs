@@ -152,6 +152,8 @@ fn cut(file: &Path, len: impl FnOnce(u64) -> u64) {
 }
 
 /// Overwrites 64 bytes in every 4 KiB page from `from` (a fraction of the file).
+/// Only the whole file (0.0) is used: garbling part of it may hit only free pages,
+/// and then the store is rightly sound.
 fn garble(file: &Path, from: f64) {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
@@ -190,11 +192,6 @@ async fn zero_bytes_is_damage_not_a_fresh_store() {
 #[tokio::test]
 async fn garbled_pages() {
     refused_then_repaired("garbled pages", |f| garble(f, 0.0)).await;
-}
-
-#[tokio::test]
-async fn garbled_second_half() {
-    refused_then_repaired("garbled second half", |f| garble(f, 0.5)).await;
 }
 
 #[tokio::test]
