@@ -22,6 +22,14 @@ pub enum HubError {
     /// The store failed; nothing was acknowledged. The detail is for the log only.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store is out of space (a full disk or quota, Redis at `maxmemory`);
+    /// nothing was acknowledged. The detail is for the log only.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The store file is damaged; the message names the file and what to do
+    /// (returned when opening, so the server refuses to start).
+    #[error("{0}")]
+    Damaged(String),
     /// The engine is shutting down and takes no more writes.
     #[error("shutting down")]
     ShuttingDown,
@@ -35,15 +43,32 @@ impl HubError {
             HubError::NotFound => ErrorCode::JobNotFound,
             HubError::JobExists => ErrorCode::JobExists,
             HubError::Forbidden => ErrorCode::Forbidden,
-            HubError::Storage(_) => ErrorCode::StorageUnavailable,
+            HubError::Storage(_) | HubError::Damaged(_) => ErrorCode::StorageUnavailable,
+            HubError::StorageFull(_) => ErrorCode::StorageFull,
             HubError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+
+    /// The same error again, for answering every request of a failed group.
+    pub fn duplicate(&self) -> HubError {
+        match self {
+            HubError::StorageFull(d) => HubError::StorageFull(d.clone()),
+            HubError::Damaged(d) => HubError::Damaged(d.clone()),
+            other => HubError::Storage(other.to_string()),
         }
     }
 
     /// A message safe to show a client (storage details stay in the log).
     pub fn client_message(&self) -> String {
         match self {
-            HubError::Storage(_) => "the store could not make the write durable; retry".into(),
+            HubError::Storage(_) | HubError::Damaged(_) => {
+                "the store failed; nothing was acknowledged; retry".into()
+            }
+            HubError::StorageFull(_) => {
+                "the store is out of space (disk full or memory limit); nothing was \
+                 acknowledged; retry once space is freed"
+                    .into()
+            }
             other => other.to_string(),
         }
     }

@@ -157,6 +157,11 @@ pub struct RedisEngine {
 /// reported itself unhealthy. Waiting for a permit is not part of the timeout.
 pub const MAX_CONCURRENT_READS: usize = 8;
 
+/// `OOM command not allowed when used memory > 'maxmemory'`, also from inside a script.
+fn is_oom(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
+}
+
 fn storage(e: impl std::fmt::Display) -> HubError {
     HubError::Storage(e.to_string())
 }
@@ -325,6 +330,12 @@ impl RedisEngine {
             Ok(v) => {
                 self.commands_ok.store(true, Ordering::Release);
                 Ok(v)
+            }
+            // Redis at `maxmemory` refusing a write: the store is full. Readiness stays
+            // (reads work, and every instance shares this Redis: draining one helps none).
+            Err(e) if is_oom(&e) => {
+                tracing::warn!(error = %e, "redis is out of memory (maxmemory)");
+                Err(HubError::StorageFull(e.to_string()))
             }
             Err(e) => {
                 self.commands_ok.store(false, Ordering::Release);

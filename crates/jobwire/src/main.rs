@@ -7,6 +7,7 @@ mod demo;
 mod keys;
 mod publish;
 mod serve;
+mod store;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Command {
     /// Manage worker API keys of your tenant (needs a `jobs:admin` token).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Check or repair the embedded store (stop the server first).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::Cancel(a) => publish::cancel(a).await.map(|()| ExitCode::SUCCESS),
             Command::Publish(a) => publish::raw(a).await.map(|()| ExitCode::SUCCESS),
             Command::Keys(c) => keys::run(c).await.map(|()| ExitCode::SUCCESS),
+            Command::Store(c) => Ok(store::run(c)),
         }
     });
     match result {

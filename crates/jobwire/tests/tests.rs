@@ -33,6 +33,10 @@
 //! - `redis_tls`: `rediss://` against a TLS-only redis-server with a CA generated at
 //!   run time: two instances, password in the URL, mutual TLS, and misconfigurations
 //!   (no CA, another CA, wrong name, wrong password) failing fast with clear errors.
+//! - `faults`: fault injection against the real binary: a full disk (an 8 MiB tmpfs:
+//!   507 `storage_full`, `/readyz` 503, healing without a restart, every acknowledged
+//!   event exactly once), damaged store files (cut, 0 bytes, garbled: refused at
+//!   startup without a panic, `store check`, `store repair`), Redis at `maxmemory`.
 //! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
 //! - `keys`: worker API keys (create, list, revoke, tenant isolation, scopes, both
 //!   engines, across instances, the `jobwire keys` CLI), publish rate limits (429 +
@@ -48,6 +52,7 @@ mod cluster;
 mod compat;
 mod connections;
 mod durability;
+mod faults;
 mod isolation;
 mod keys;
 mod redis_tls;

@@ -9,6 +9,17 @@
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
 //! writer; replays and snapshots of recently written jobs come from the in-memory
 //! [`TailCache`] first.
+//!
+//! After a failed commit the writer reopens the database and rebuilds its cache
+//! from it (see [`store`]), refuses writes until a space probe passes, and then
+//! takes writes again: a full disk heals without a restart.
+//!
+//! # Layout
+//! - `store`: opening with the damage check, reopening, redb error mapping.
+//! - `check`: `jobwire store check` / `repair`.
+
+pub mod check;
+pub mod store;
 
 use crate::apikey::ApiKey;
 use crate::channel;
@@ -26,10 +37,11 @@ use bytes::Bytes;
 use jobwire_proto::{EventInput, Job, Timestamp};
 use redb::{Database, ReadableTable, Table, TableDefinition};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use store::{db_err, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Job id -> snapshot JSON.
@@ -56,6 +68,11 @@ pub const MAX_BATCH: usize = 1024;
 /// Write requests waiting for the writer; a full queue makes publishers wait
 /// (back-pressure), it never drops a request.
 const QUEUE_DEPTH: usize = 8192;
+/// After a failed commit, how often the writer checks whether the disk has room
+/// again (writes in between are refused at once with the commit's error).
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Bytes the space probe writes (and fsyncs, and deletes) next to the store.
+const PROBE_BYTES: usize = 1 << 20;
 
 /// Retention settings shared by all engines.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +110,9 @@ enum Request {
         reply: oneshot::Sender<Result<Vec<u64>, HubError>>,
     },
     Sweep,
+    /// Sent every [`PROBE_INTERVAL`] while unhealthy, so readiness comes back
+    /// without traffic.
+    Probe,
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -100,7 +120,7 @@ enum Request {
 
 /// The embedded, durable engine.
 pub struct Embedded {
-    db: Arc<Database>,
+    store: Arc<Store>,
     tail: Arc<TailCache>,
     tx: mpsc::Sender<Request>,
     closing: AtomicBool,
@@ -120,25 +140,31 @@ impl Embedded {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Embedded>, HubError> {
-        std::fs::create_dir_all(&data_dir).map_err(storage)?;
-        let db = Arc::new(Database::create(data_dir.join("jobwire.redb")).map_err(storage)?);
+        std::fs::create_dir_all(&data_dir).map_err(db_err)?;
+        let path = data_dir.join(store::FILE);
+        let db = store::open_checked(&path, true)?;
         {
-            let txn = db.begin_write().map_err(storage)?;
-            txn.open_table(JOBS).map_err(storage)?;
-            txn.open_table(EVENTS).map_err(storage)?;
-            txn.open_table(IDEMPOTENCY).map_err(storage)?;
-            txn.open_table(CREATES).map_err(storage)?;
-            txn.open_table(EXPIRY).map_err(storage)?;
-            txn.open_table(API_KEYS).map_err(storage)?;
-            txn.open_table(NOTIFY).map_err(storage)?;
-            txn.open_table(NOTIFY_HEAD).map_err(storage)?;
-            txn.commit().map_err(storage)?;
+            let txn = db.begin_write().map_err(db_err)?;
+            txn.open_table(JOBS).map_err(db_err)?;
+            txn.open_table(EVENTS).map_err(db_err)?;
+            txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            txn.open_table(CREATES).map_err(db_err)?;
+            txn.open_table(EXPIRY).map_err(db_err)?;
+            txn.open_table(API_KEYS).map_err(db_err)?;
+            txn.open_table(NOTIFY).map_err(db_err)?;
+            txn.open_table(NOTIFY_HEAD).map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
         }
+        let store = Arc::new(Store::new(path, db));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let tail = Arc::new(TailCache::new(retention.replay_cache_bytes, PER_JOB_EVENTS));
         let writer = Writer {
-            db: db.clone(),
+            store: store.clone(),
+            data_dir,
+            draining: None,
+            broken: None,
+            last_probe: None,
             tail: tail.clone(),
             cache: HashMap::new(),
             retention,
@@ -149,7 +175,7 @@ impl Embedded {
         std::thread::Builder::new()
             .name("jobwire-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(storage)?;
+            .map_err(db_err)?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let sweep_tx = tx.clone();
             rt.spawn(async move {
@@ -161,9 +187,20 @@ impl Embedded {
                     }
                 }
             });
+            let (probe_tx, sick) = (tx.clone(), healthy.clone());
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(PROBE_INTERVAL);
+                while !probe_tx.is_closed() {
+                    tick.tick().await;
+                    if !sick.load(Ordering::Acquire) {
+                        // A full queue already wakes the writer; no need to wait.
+                        let _ = probe_tx.try_send(Request::Probe);
+                    }
+                }
+            });
         }
         Ok(Arc::new(Embedded {
-            db,
+            store,
             tail,
             tx,
             closing: AtomicBool::new(false),
@@ -190,7 +227,7 @@ impl Embedded {
         &self,
         f: impl FnOnce(&Database) -> Result<T, HubError> + Send + 'static,
     ) -> Result<T, HubError> {
-        let db = self.db.clone();
+        let db = self.store.db()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(storage)?
@@ -207,14 +244,14 @@ impl Embedded {
         if self.closing.load(Ordering::Acquire) {
             return Err(HubError::ShuttingDown);
         }
-        let db = self.db.clone();
+        let db = self.store.db()?;
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(storage)?;
+            let txn = db.begin_write().map_err(db_err)?;
             let out = {
-                let mut table = txn.open_table(API_KEYS).map_err(storage)?;
+                let mut table = txn.open_table(API_KEYS).map_err(db_err)?;
                 f(&mut table)?
             };
-            txn.commit().map_err(storage)?;
+            txn.commit().map_err(db_err)?;
             Ok(out)
         })
         .await
@@ -267,8 +304,8 @@ impl Engine for Embedded {
         }
         let id = job_id.to_owned();
         Box::pin(self.read(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let jobs = txn.open_table(JOBS).map_err(storage)?;
+            let txn = db.begin_read().map_err(db_err)?;
+            let jobs = txn.open_table(JOBS).map_err(db_err)?;
             read_job(&jobs, &id)?.ok_or(HubError::NotFound)
         }))
     }
@@ -281,7 +318,7 @@ impl Engine for Embedded {
         Box::pin(self.write_keys(move |t| {
             let bytes = serde_json::to_vec(&key).map_err(storage)?;
             t.insert(key.id.as_str(), bytes.as_slice())
-                .map_err(storage)?;
+                .map_err(db_err)?;
             Ok(())
         }))
     }
@@ -289,8 +326,8 @@ impl Engine for Embedded {
     fn key_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApiKey>, HubError>> {
         let id = id.to_owned();
         Box::pin(self.read(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let t = txn.open_table(API_KEYS).map_err(storage)?;
+            let txn = db.begin_read().map_err(db_err)?;
+            let t = txn.open_table(API_KEYS).map_err(db_err)?;
             read_key(&t, &id)
         }))
     }
@@ -298,12 +335,12 @@ impl Engine for Embedded {
     fn list_keys<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Vec<ApiKey>, HubError>> {
         let tenant = tenant.to_owned();
         Box::pin(self.read(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let t = txn.open_table(API_KEYS).map_err(storage)?;
+            let txn = db.begin_read().map_err(db_err)?;
+            let t = txn.open_table(API_KEYS).map_err(db_err)?;
             // Keys are few (people create them): a full scan is fine.
             let mut out = Vec::new();
-            for item in t.iter().map_err(storage)? {
-                let (_, v) = item.map_err(storage)?;
+            for item in t.iter().map_err(db_err)? {
+                let (_, v) = item.map_err(db_err)?;
                 let key: ApiKey = serde_json::from_slice(v.value()).map_err(storage)?;
                 if key.tenant == tenant {
                     out.push(key);
@@ -325,7 +362,7 @@ impl Engine for Embedded {
             };
             key.revoked = true;
             let bytes = serde_json::to_vec(&key).map_err(storage)?;
-            t.insert(id.as_str(), bytes.as_slice()).map_err(storage)?;
+            t.insert(id.as_str(), bytes.as_slice()).map_err(db_err)?;
             Ok(true)
         }))
     }
@@ -361,7 +398,7 @@ fn read_job(
     jobs: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<Job>, HubError> {
-    match jobs.get(id).map_err(storage)? {
+    match jobs.get(id).map_err(db_err)? {
         Some(raw) => serde_json::from_slice(raw.value())
             .map(Some)
             .map_err(storage),
@@ -373,7 +410,7 @@ fn read_key(
     keys: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> Result<Option<ApiKey>, HubError> {
-    match keys.get(id).map_err(storage)? {
+    match keys.get(id).map_err(db_err)? {
         Some(raw) => serde_json::from_slice(raw.value())
             .map(Some)
             .map_err(storage),
@@ -387,20 +424,20 @@ fn read_history(
     after: u64,
     limit: usize,
 ) -> Result<HistoryPage, HubError> {
-    let txn = db.begin_read().map_err(storage)?;
-    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
     let job = read_job(&jobs, id)?.ok_or(HubError::NotFound)?;
     let (truncated, start) = history_window(&job, after);
     let mut events = Vec::new();
     let mut last_seq = after;
     if start <= job.seq && limit > 0 {
-        let table = txn.open_table(EVENTS).map_err(storage)?;
+        let table = txn.open_table(EVENTS).map_err(db_err)?;
         for item in table
             .range((id, start)..=(id, job.seq))
-            .map_err(storage)?
+            .map_err(db_err)?
             .take(limit)
         {
-            let (k, v) = item.map_err(storage)?;
+            let (k, v) = item.map_err(db_err)?;
             last_seq = k.value().1;
             events.push((last_seq, Bytes::copy_from_slice(v.value())));
         }
@@ -419,16 +456,16 @@ fn read_notifications(
     after: u64,
     limit: usize,
 ) -> Result<NotificationPage, HubError> {
-    let txn = db.begin_read().map_err(storage)?;
-    let heads = txn.open_table(NOTIFY_HEAD).map_err(storage)?;
-    let head = heads.get(owner).map_err(storage)?.map_or(0, |v| v.value());
-    let table = txn.open_table(NOTIFY).map_err(storage)?;
+    let txn = db.begin_read().map_err(db_err)?;
+    let heads = txn.open_table(NOTIFY_HEAD).map_err(db_err)?;
+    let head = heads.get(owner).map_err(db_err)?.map_or(0, |v| v.value());
+    let table = txn.open_table(NOTIFY).map_err(db_err)?;
     let start = match table
         .range((owner, 0)..=(owner, u64::MAX))
-        .map_err(storage)?
+        .map_err(db_err)?
         .next()
     {
-        Some(item) => item.map_err(storage)?.0.value().1,
+        Some(item) => item.map_err(db_err)?.0.value().1,
         None => head + 1,
     };
     let mut frames = Vec::new();
@@ -436,10 +473,10 @@ fn read_notifications(
     if from <= head && limit > 0 {
         for item in table
             .range((owner, from)..=(owner, head))
-            .map_err(storage)?
+            .map_err(db_err)?
             .take(limit)
         {
-            let (k, v) = item.map_err(storage)?;
+            let (k, v) = item.map_err(db_err)?;
             frames.push((k.value().1, Bytes::copy_from_slice(v.value())));
         }
     }
@@ -451,8 +488,8 @@ fn read_notifications(
 }
 
 fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
-    let txn = db.begin_read().map_err(storage)?;
-    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
     let mut out = Vec::new();
     // A tenant's keys are `<tenant>/<id>`: one contiguous range.
     let prefix = q
@@ -469,10 +506,10 @@ fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
             start.as_ref().map(String::as_str),
             std::ops::Bound::Unbounded,
         ))
-        .map_err(storage)?;
+        .map_err(db_err)?;
     let mut next = None;
     for item in range {
-        let (k, v) = item.map_err(storage)?;
+        let (k, v) = item.map_err(db_err)?;
         let key = k.value();
         if !key.starts_with(prefix.as_str()) {
             break;
@@ -516,7 +553,7 @@ enum Fail {
 
 impl From<redb::StorageError> for Fail {
     fn from(e: redb::StorageError) -> Self {
-        Fail::Abort(storage(e))
+        Fail::Abort(db_err(e))
     }
 }
 
@@ -536,7 +573,7 @@ enum Ack {
 
 impl Ack {
     fn fail(self, e: &HubError) {
-        let err = || HubError::Storage(e.to_string());
+        let err = || e.duplicate();
         match self {
             Ack::Create(r, _) => drop(r.send(Err(err()))),
             Ack::Publish(r, _) => drop(r.send(Err(err()))),
@@ -552,9 +589,49 @@ impl Ack {
     }
 }
 
+/// Answers every request of `batch` with `e` (nothing is written). Returns true
+/// when one of them asked to stop.
+fn refuse_all(batch: &mut Vec<Request>, e: &HubError) -> bool {
+    let mut stop = false;
+    for req in batch.drain(..) {
+        let ack = match req {
+            Request::Create { reply, .. } => Ack::Create(reply, Err(HubError::NotFound)),
+            Request::Publish { reply, .. } => Ack::Publish(reply, Err(HubError::NotFound)),
+            Request::Sweep | Request::Probe => continue,
+            Request::Shutdown { reply } => {
+                stop = true;
+                Ack::Shutdown(reply)
+            }
+        };
+        ack.fail(e);
+    }
+    stop
+}
+
+/// Writes, fsyncs and deletes [`PROBE_BYTES`] in `dir`: Ok when the disk has room.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".jobwire-space-probe");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    result.and(removed)
+}
+
 /// The writer thread's state. Owns every write to the database.
 struct Writer {
-    db: Arc<Database>,
+    /// The database; the writer alone reopens it.
+    store: Arc<Store>,
+    /// Where the space probe writes.
+    data_dir: PathBuf,
+    /// The old database of a reopen still held by a read, dropped at the next try.
+    draining: Option<Arc<Database>>,
+    /// The error of the last failed commit, until a space probe passes; writes are
+    /// refused with it meanwhile.
+    broken: Option<HubError>,
+    last_probe: Option<Instant>,
     /// Updated after each commit, before the fan-out.
     tail: Arc<TailCache>,
     /// Snapshots of non-terminal jobs, as committed (terminal jobs take no writes).
@@ -562,7 +639,8 @@ struct Writer {
     retention: Retention,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    /// False after a failed commit, until the next one succeeds (drives /readyz).
+    /// False after a failed commit, until a space probe or a commit succeeds
+    /// (drives /readyz).
     healthy: Arc<AtomicBool>,
 }
 
@@ -608,9 +686,16 @@ impl Writer {
 
     /// Applies and commits one group. Returns true when asked to stop.
     fn commit_group(&mut self, batch: &mut Vec<Request>) -> bool {
+        if !self.probe() {
+            let e = self.broken.as_ref().map_or_else(
+                || HubError::Storage("store unavailable".into()),
+                HubError::duplicate,
+            );
+            return refuse_all(batch, &e);
+        }
         let mut group = Group::default();
         let result = self.apply_group(batch, &mut group);
-        let mut stop = group.stop;
+        let stop = group.stop;
         match result {
             Ok(()) => {
                 let mut snapshots = Vec::with_capacity(group.dirty.len());
@@ -649,38 +734,74 @@ impl Writer {
                     ack.fail(&e);
                 }
                 // Requests the failed group never reached fail the same way.
-                for req in batch.drain(..) {
-                    let ack = match req {
-                        Request::Create { reply, .. } => {
-                            Ack::Create(reply, Err(HubError::NotFound))
-                        }
-                        Request::Publish { reply, .. } => {
-                            Ack::Publish(reply, Err(HubError::NotFound))
-                        }
-                        Request::Sweep => continue,
-                        Request::Shutdown { reply } => {
-                            stop = true;
-                            Ack::Shutdown(reply)
-                        }
-                    };
-                    ack.fail(&e);
-                }
+                let stop = refuse_all(batch, &e) || stop;
+                self.broke(e);
+                return stop;
             }
         }
         stop
     }
 
+    /// After a failed commit: redb refuses everything after an I/O error, so close
+    /// and reopen the database now (reads go on), and forget the writer cache: the
+    /// store is the truth again (the commit may even have reached the disk). The
+    /// replay tail only ever held committed events and stays; a gap at the next
+    /// commit resets a job's tail (see `tail`).
+    fn broke(&mut self, e: HubError) {
+        self.cache.clear();
+        if let Err(re) = self.store.reopen(&mut self.draining) {
+            tracing::error!(error = %re, "reopening the store failed; retrying");
+        }
+        self.broken = Some(e);
+        self.last_probe = Some(Instant::now());
+    }
+
+    /// Whether writes may be tried: true unless a commit failed and the disk has not
+    /// shown room since. Checks at most every [`PROBE_INTERVAL`]: reopens the
+    /// store if that failed before, then writes, fsyncs and deletes
+    /// [`PROBE_BYTES`] next to it.
+    fn probe(&mut self) -> bool {
+        if self.broken.is_none() {
+            return true;
+        }
+        if self
+            .last_probe
+            .is_some_and(|t| t.elapsed() < PROBE_INTERVAL)
+        {
+            return false;
+        }
+        self.last_probe = Some(Instant::now());
+        if self.store.db().is_err() {
+            if let Err(e) = self.store.reopen(&mut self.draining) {
+                tracing::warn!(error = %e, "reopening the store failed; retrying");
+                return false;
+            }
+        }
+        match probe_space(&self.data_dir) {
+            Ok(()) => {
+                tracing::info!(file = %self.store.path.display(), "the store takes writes again");
+                self.broken = None;
+                self.healthy.store(true, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the disk has no room yet");
+                false
+            }
+        }
+    }
+
     fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.store.db()?.begin_write().map_err(db_err)?;
         {
             let mut t = Tables {
-                jobs: txn.open_table(JOBS).map_err(storage)?,
-                events: txn.open_table(EVENTS).map_err(storage)?,
-                idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
-                creates: txn.open_table(CREATES).map_err(storage)?,
-                expiry: txn.open_table(EXPIRY).map_err(storage)?,
-                notify: txn.open_table(NOTIFY).map_err(storage)?,
-                notify_head: txn.open_table(NOTIFY_HEAD).map_err(storage)?,
+                jobs: txn.open_table(JOBS).map_err(db_err)?,
+                events: txn.open_table(EVENTS).map_err(db_err)?,
+                idem: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
+                creates: txn.open_table(CREATES).map_err(db_err)?,
+                expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+                notify: txn.open_table(NOTIFY).map_err(db_err)?,
+                notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
             };
             let now = Timestamp::now();
             for req in batch.drain(..) {
@@ -707,7 +828,8 @@ impl Writer {
                             return Err(e);
                         }
                     },
-                    Request::Sweep => self.sweep(&mut t, now).map_err(storage)?,
+                    Request::Sweep => self.sweep(&mut t, now).map_err(db_err)?,
+                    Request::Probe => {}
                     Request::Shutdown { reply } => {
                         group.acks.push(Ack::Shutdown(reply));
                         group.stop = true;
@@ -719,10 +841,10 @@ impl Writer {
                 d.size = bytes.len();
                 t.jobs
                     .insert(id.as_str(), bytes.as_slice())
-                    .map_err(storage)?;
+                    .map_err(db_err)?;
             }
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(db_err)
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
