@@ -26,6 +26,8 @@ deps-node:
 	    npm ci --prefix $$p --no-audit --no-fund --loglevel=error || exit 1; \
 	  fi; \
 	done
+	@# @jobwire/react resolves @jobwire/client (file:../js) to its built dist/.
+	@npm run --silent build --prefix clients/js
 
 test-rust:
 	cargo test --workspace

@@ -102,6 +102,10 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// Requests refused because their body did not arrive within the body timeout.
     pub body_timeouts: Counter,
+    /// Messages taken from the Redis bridge and published.
+    pub ingested: Counter,
+    /// Redis bridge messages that could not be decoded or were refused.
+    pub ingest_rejected: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
 }
@@ -170,6 +174,16 @@ impl Metrics {
                 "jobwire_write_timeouts_total",
                 "WebSocket sessions ended because the peer stopped reading (write deadline).",
                 &self.write_timeouts,
+            ),
+            (
+                "jobwire_ingested_total",
+                "Messages from the Redis bridge published as events.",
+                &self.ingested,
+            ),
+            (
+                "jobwire_ingest_rejected_total",
+                "Redis bridge messages that could not be decoded or were refused.",
+                &self.ingest_rejected,
             ),
             (
                 "jobwire_body_timeouts_total",

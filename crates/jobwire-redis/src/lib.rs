@@ -24,6 +24,7 @@
 //! - `scripts/*.lua`: create, publish (CAS), history read, retention sweep.
 
 mod feed;
+pub mod ingest;
 mod keys;
 mod subscriber;
 mod tls;

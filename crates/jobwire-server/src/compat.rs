@@ -13,8 +13,10 @@
 //! - `state`: the per-job fields the dialects' frames repeat.
 //! - `progress_channel`, `a6hub`, `titan`, `project_updates`: one dialect each,
 //!   with its routes.
+//! - [`ingest`]: the Redis bridge's decoders (workers publishing into Redis).
 
 mod a6hub;
+pub mod ingest;
 mod progress_channel;
 mod project_updates;
 mod state;

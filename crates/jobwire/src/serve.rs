@@ -162,6 +162,16 @@ pub(crate) struct ServeArgs {
     /// `project-updates` (comma-separated), or `all`. See docs/compat.md.
     #[arg(long, env = "JOBWIRE_COMPAT", value_parser = parse_compat, default_value = "")]
     compat: CompatList,
+    /// Take the messages that the enabled dialects' workers publish into this Redis
+    /// (a6hub: `job:*:updates`, titan: `job_progress:*`) and publish them as jobwire
+    /// events, creating jobs as needed. Pub/sub is at-most-once: what is published
+    /// while jobwire is disconnected from this Redis is lost (the SDKs are lossless).
+    #[arg(long, env = "JOBWIRE_INGEST_REDIS", hide_env_values = true)]
+    ingest_redis: Option<String>,
+    /// The tenant whose namespace the Redis bridge's jobs go to (needed with
+    /// authentication; without it, the default namespace).
+    #[arg(long, env = "JOBWIRE_INGEST_TENANT")]
+    ingest_tenant: Option<String>,
     /// Scopes given to a valid token that has no `scope` claim (space-separated), e.g.
     /// `jobs:watch` for tokens issued for another system.
     #[arg(long, env = "JOBWIRE_DEFAULT_SCOPE")]
@@ -346,9 +356,48 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, engine = engine_name, "jobwire serving");
     // A stable line on stdout so scripts and tests can find the bound port.
     println!("jobwire listening on http://{addr}");
+    let bridge = match &a.ingest_redis {
+        None => None,
+        Some(url) => {
+            let patterns = jobwire_server::compat::ingest::patterns(&a.compat.0);
+            if patterns.is_empty() {
+                anyhow::bail!(
+                    "--ingest-redis takes the messages of the a6hub and titan workers: enable one of them with --compat"
+                );
+            }
+            if auth.verifier.is_some() && a.ingest_tenant.is_none() {
+                anyhow::bail!("--ingest-redis with authentication needs --ingest-tenant (whose jobs they are)");
+            }
+            let access = match &a.ingest_tenant {
+                Some(t) if jobwire_core::access::valid_tenant(t) => {
+                    jobwire_core::Access::tenant(t.clone())
+                }
+                Some(t) => anyhow::bail!("--ingest-tenant {t:?} is not a valid tenant name"),
+                None => jobwire_core::Access::open(),
+            };
+            Some((url.clone(), patterns, access))
+        }
+    };
     let state = AppState::new(hub, config)
         .with_auth(auth)
         .with_limits(limits);
+    if let Some((url, patterns, access)) = bridge {
+        let bridge = Arc::new(jobwire_server::compat::ingest::Bridge::new(
+            state.hub.clone(),
+            access,
+        ));
+        let stop = state.shutdown.clone().cancelled_owned();
+        tokio::spawn(jobwire_redis::ingest::run(
+            url,
+            RedisTls::default(),
+            patterns,
+            stop,
+            move |channel, payload| {
+                let bridge = bridge.clone();
+                async move { bridge.handle(&channel, &payload).await }
+            },
+        ));
+    }
     jobwire_server::run(listener, state, shutdown_signal()).await?;
     Ok(())
 }

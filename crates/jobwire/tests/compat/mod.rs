@@ -660,3 +660,132 @@ async fn the_project_updates_client_follows_a_project() {
         );
     }
 }
+
+/// Waits until `n` pattern subscriptions exist on `redis` (the bridge is listening).
+async fn bridge_listening(redis: &crate::support::RedisServer, n: u64) {
+    for _ in 0..100 {
+        if redis
+            .cli(&["PUBSUB", "NUMPAT"])
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Redis bridge never subscribed");
+}
+
+#[tokio::test]
+async fn workers_publishing_into_redis_reach_v1_and_dialect_watchers() {
+    let redis = crate::support::RedisServer::start(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--compat", "all", "--ingest-redis", &redis.url()],
+    );
+    bridge_listening(&redis, 2).await;
+    let ws_url = |path: &str| format!("ws://{}{path}", p.addr);
+    // titan: the watcher is there before the worker's first report creates the job.
+    let mut titan = Ws::connect(&ws_url("/ws/jobs/job_77")).await;
+    assert_eq!(titan.json().await["type"], "connected");
+    let report = |v: Value| v.to_string();
+    redis.cli(&["PUBLISH", "job_progress:job_77", &report(json!({"job_id": "job_77", "status": "processing", "stage": "rendering", "progress": 0.25, "message": "Rendering frame 500/2000", "timestamp": "2024-01-01T00:00:00Z", "metadata": {"current_frame": 500}}))]);
+    let f = untimed(titan.json().await);
+    assert_eq!(
+        (
+            f["status"].as_str(),
+            f["progress"].as_f64(),
+            f["stage"].as_str()
+        ),
+        (Some("processing"), Some(0.25), Some("rendering")),
+        "{f}"
+    );
+    redis.cli(&["PUBLISH", "job_progress:job_77", &report(json!({"job_id": "job_77", "status": "completed", "stage": "complete", "progress": 1.0, "message": "Video rendering completed", "result": {"frames": 2000}, "timestamp": "2024-01-01T00:00:01Z"}))]);
+    let f = untimed(titan.json().await);
+    assert_eq!(
+        (f["status"].as_str(), f["result"]["frames"].as_u64()),
+        (Some("completed"), Some(2000)),
+        "{f}"
+    );
+    // Durable and numbered in the v1 log.
+    let hist: Value = reqwest::get(format!("{}/v1/jobs/job_77/events?since=0", p.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let kinds: Vec<&str> = hist["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(kinds, ["created", "progress", "completed"], "{hist}");
+
+    // a6hub: a v1 watcher and an a6hub watcher of the same job.
+    post(&p.base, "/v1/jobs", json!({"id": "123"}), None).await;
+    let mut v1 = Ws::connect(&ws_url("/v1/jobs/123/ws")).await;
+    assert_eq!(v1.json().await["type"], "snapshot");
+    let mut a6 = Ws::connect(&ws_url("/api/v1/ws/jobs/123/updates")).await;
+    assert_eq!(a6.json().await["type"], "connected");
+    let frame = |kind: &str, data: Value| {
+        json!({"type": kind, "data": data, "timestamp": "2025-01-06T12:00:00Z"}).to_string()
+    };
+    for msg in [
+        frame("status", json!({"status": "running"})),
+        frame(
+            "step",
+            json!({"step_name": "synthesis", "step_label": "Synthesis"}),
+        ),
+        frame(
+            "progress",
+            json!({"progress": 45, "current_step": "synthesis", "completed_steps": ["initialization"]}),
+        ),
+        frame("log", json!({"log_line": "Running synthesis...\n"})),
+        "not json at all".to_owned(),
+        frame(
+            "complete",
+            json!({"status": "completed", "message": "Build completed successfully"}),
+        ),
+    ] {
+        redis.cli(&["PUBLISH", "job:123:updates", &msg]);
+    }
+    let mut v1_kinds = Vec::new();
+    loop {
+        match v1.frame().await {
+            crate::support::Frame::Json(v) => {
+                v1_kinds.push(v["type"].as_str().unwrap_or("?").to_owned())
+            }
+            crate::support::Frame::Close(c) => {
+                assert_eq!(c, 1000);
+                break;
+            }
+        }
+    }
+    assert_eq!(v1_kinds, ["status", "step", "progress", "log", "completed"]);
+    let mut a6_kinds = Vec::new();
+    while a6_kinds.last().map(String::as_str) != Some("complete") {
+        a6_kinds.push(a6.json().await["type"].as_str().unwrap_or("?").to_owned());
+    }
+    assert_eq!(a6_kinds, ["status", "step", "progress", "log", "complete"]);
+    // The bad message was counted, not fatal.
+    let metrics = reqwest::get(format!("{}/metrics", p.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        crate::support::metric_value(&metrics, "jobwire_ingest_rejected_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::support::metric_value(&metrics, "jobwire_ingested_total"),
+        7.0
+    );
+}
