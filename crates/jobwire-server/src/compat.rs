@@ -178,8 +178,10 @@ impl<D: Dialect> DialectCodec<D> {
         };
         let (changed, state) = self.states.apply(&ev);
         match cache {
-            Some(c) => c.get_or_init(D::SLOT, || D::event(&ev, changed, state)),
-            None => D::event(&ev, changed, state),
+            // Shared only while this session has folded every event of the job since
+            // its snapshot, as every other session of the dialect has.
+            Some(c) if !state.diverged => c.get_or_init(D::SLOT, || D::event(&ev, changed, state)),
+            _ => D::event(&ev, changed, state),
         }
     }
 }

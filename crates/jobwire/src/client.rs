@@ -8,12 +8,31 @@ use serde_json::Value;
 /// `--server` for every client command.
 #[derive(Args, Clone)]
 pub(crate) struct ServerArg {
-    /// Base URL of the jobwire server.
-    #[arg(long, env = "JOBWIRE_SERVER", default_value = "http://127.0.0.1:8000")]
+    /// Base URL of the jobwire server (`host:port` means `http://host:port`).
+    #[arg(long, env = "JOBWIRE_SERVER", default_value = "http://127.0.0.1:8000", value_parser = server_url)]
     pub(crate) server: String,
     /// Bearer token (a JWT or a `jwk_…` API key) when the server requires authentication.
     #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// `--server`: a URL, or `host:port` (http assumed).
+pub(crate) fn server_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() {
+        return Err("the server URL is empty".into());
+    }
+    if s.contains("://") {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(s.to_owned())
+        } else {
+            Err(format!(
+                "{s}: the server URL must start with http:// or https://"
+            ))
+        }
+    } else {
+        Ok(format!("http://{s}"))
+    }
 }
 
 pub(crate) struct Client {

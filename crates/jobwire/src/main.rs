@@ -26,7 +26,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Create a few demo jobs on a running server and drive them to the end.
     Demo(demo::DemoArgs),
-    /// Watch one job live in the terminal; exits 0 on completed, 1 on failed, 2 on cancelled.
+    /// Watch one job live in the terminal; exits 0 on completed, 1 on failed, 2 on cancelled (more in --help).
     Watch(watch::WatchArgs),
     /// Create, get or list jobs.
     #[command(subcommand)]

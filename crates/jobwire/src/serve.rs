@@ -75,7 +75,7 @@ pub(crate) struct ServeArgs {
     /// Required `iss` claim.
     #[arg(long, env = "JOBWIRE_JWT_ISSUER")]
     jwt_issuer: Option<String>,
-    /// The claim holding the tenant (seed 004 would use `company_id`).
+    /// The claim holding the tenant (e.g. `company_id` for tokens that name a company).
     #[arg(long, env = "JOBWIRE_TENANT_CLAIM", default_value = "tenant")]
     tenant_claim: String,
     /// Browser Origins allowed for WebSockets, SSE and CORS (comma-separated); others get 403.

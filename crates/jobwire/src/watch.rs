@@ -1,7 +1,7 @@
 //! `jobwire watch <job>`: a live terminal view of one job over the single-job
 //! WebSocket. It remembers the last seq it saw and reconnects with `since` after any
 //! drop (server restart, network change), so nothing is missed or shown twice. Exit
-//! status: 0 completed, 1 failed, 2 cancelled, 3 job not found, 4 other refusal.
+//! status: see [`EXIT_CODES`].
 
 use crate::client::ServerArg;
 use clap::Args;
@@ -15,8 +15,16 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The exit codes, as `jobwire watch --help` shows them.
+pub(crate) const EXIT_CODES: &str =
+    "Exit status: 0 the job completed; 1 it failed; 2 it was cancelled; \
+3 no such job; 4 the server refused the watch (bad token, forbidden, invalid job id); \
+5 the server could not be reached within --give-up-after.";
+
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub(crate) struct WatchArgs {
+    /// The job to watch.
     job: String,
     /// Start after this seq (default: snapshot, then live).
     #[arg(long)]
@@ -24,6 +32,12 @@ pub(crate) struct WatchArgs {
     /// Print every frame as a JSON line instead of the progress bar.
     #[arg(long)]
     json: bool,
+    /// Stop trying to reach the server after this long without a connection.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    give_up_after: Duration,
+    /// Keep trying to reach the server forever (overrides --give-up-after).
+    #[arg(long)]
+    forever: bool,
     #[command(flatten)]
     server: ServerArg,
 }
@@ -124,6 +138,14 @@ fn exit_for(status: Option<JobStatus>) -> ExitCode {
 }
 
 pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = jobwire_proto::JobId::validate(&a.job) {
+        eprintln!("jobwire watch: invalid job id {:?}: {e}", a.job);
+        return Ok(ExitCode::from(4));
+    }
+    // Escape sequences only for a terminal: piped or logged output stays plain.
+    let err_tty = std::io::stderr().is_terminal();
+    let clear = if err_tty { "\r\x1b[2K" } else { "" };
+    let mut unreachable_since: Option<std::time::Instant> = None;
     let ws_base = a
         .server
         .server
@@ -154,6 +176,7 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
         let mut ws = match tokio_tungstenite::connect_async(request).await {
             Ok((ws, _)) => {
                 backoff = Duration::from_millis(200);
+                unreachable_since = None;
                 ws
             }
             // A refused upgrade (bad token, forbidden origin, too many connections…)
@@ -171,7 +194,15 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(if status.as_u16() == 404 { 3 } else { 4 }));
             }
             Err(e) => {
-                eprintln!("\r\x1b[2Kjobwire watch: {e}; retrying in {backoff:?}");
+                let since_when = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if !a.forever && since_when.elapsed() >= a.give_up_after {
+                    eprintln!(
+                        "{clear}jobwire watch: cannot reach {} ({e}) for {:?}; check --server, or pass --forever",
+                        a.server.server, a.give_up_after
+                    );
+                    return Ok(ExitCode::from(5));
+                }
+                eprintln!("{clear}jobwire watch: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -231,6 +262,8 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Some("history_truncated") => view.line("(older history was trimmed by retention)"),
+                // The close that follows reports an unknown job (once, on stderr).
+                Some("error") if v["code"] == "job_not_found" => {}
                 Some("error") => view.line(&format!(
                     "error: {}",
                     v["message"].as_str().unwrap_or_default()
@@ -238,7 +271,7 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
                 _ => {}
             }
         }
-        if view.tty && !view.json {
+        if view.tty && !view.json && err_tty {
             eprint!(
                 "\r\x1b[2Kjobwire watch: connection lost; reconnecting from seq {}",
                 since.unwrap_or(0)

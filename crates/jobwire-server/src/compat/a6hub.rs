@@ -54,7 +54,9 @@ pub(crate) fn status_word(s: JobStatus) -> &'static str {
 
 /// A job id as a6hub shows it: a number when it is one.
 pub(crate) fn job_id(id: &str) -> Value {
-    if !id.is_empty() && id.len() <= 15 && id.bytes().all(|b| b.is_ascii_digit()) {
+    // Only canonical numbers: "007" stays a string (as a number it would read 7).
+    let canonical = id == "0" || !id.starts_with('0');
+    if canonical && !id.is_empty() && id.len() <= 15 && id.bytes().all(|b| b.is_ascii_digit()) {
         if let Ok(n) = id.parse::<u64>() {
             return Value::from(n);
         }
@@ -162,5 +164,23 @@ impl Dialect for A6hub {
 
     fn heartbeat(&mut self) -> Option<Bytes> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_id;
+    use serde_json::json;
+
+    #[test]
+    fn decimal_ids_are_numbers_only_when_canonical() {
+        assert_eq!(job_id("123"), json!(123));
+        assert_eq!(job_id("0"), json!(0));
+        assert_eq!(job_id("007"), json!("007"));
+        assert_eq!(job_id("build-7"), json!("build-7"));
+        assert_eq!(
+            job_id("12345678901234567890"),
+            json!("12345678901234567890")
+        );
     }
 }

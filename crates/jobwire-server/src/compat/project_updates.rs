@@ -48,6 +48,15 @@ fn refuse(
             format!("WebSocket upgrade required: {}", e.body_text()),
         )
     })?;
+    // A close reason is at most 123 bytes; cut at a character boundary.
+    let mut reason = reason;
+    if reason.len() > 120 {
+        let mut cut = 120;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
     Ok(ws.on_upgrade(move |mut socket| async move {
         let frame = CloseFrame {
             code: POLICY_VIOLATION,

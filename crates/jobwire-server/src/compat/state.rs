@@ -18,6 +18,12 @@ pub(crate) struct JobState {
     pub(crate) completed_steps: Vec<String>,
     /// `metadata.operation` of the job when it is a string (project-updates).
     pub(crate) operation: Option<String>,
+    /// The last seq folded in.
+    pub(crate) seq: u64,
+    /// Set once this session skipped an event of the job (a slow session's progress
+    /// is coalesced): its state may differ from other sessions', so its frames must
+    /// not be shared through the cache any more.
+    pub(crate) diverged: bool,
 }
 
 /// Which of the repeated fields an event changed.
@@ -51,6 +57,8 @@ impl JobState {
             step: job.step.as_ref().map(|s| (s.step.clone(), s.label.clone())),
             completed_steps: job.completed_steps.clone(),
             operation: operation_of(&job.metadata),
+            seq: job.seq,
+            diverged: false,
         }
     }
 
@@ -64,6 +72,8 @@ impl JobState {
             step: None,
             completed_steps: Vec::new(),
             operation: None,
+            seq: 0,
+            diverged: false,
         }
     }
 
@@ -75,6 +85,10 @@ impl JobState {
             self.stage.clone(),
             self.message.clone(),
         );
+        if ev.seq != self.seq + 1 {
+            self.diverged = true;
+        }
+        self.seq = ev.seq;
         self.status = ev.status;
         if let Some(op) = ev.metadata.as_ref().and_then(operation_of) {
             self.operation = Some(op);
@@ -152,5 +166,29 @@ impl States {
             .or_insert_with(JobState::fresh);
         let changed = slot.apply(ev);
         (changed, slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, body: &str) -> Event {
+        let json = format!(
+            r#"{{{body},"job_id":"j","seq":{seq},"timestamp":"2026-12-02T00:00:00.000Z","status":"in_progress"}}"#
+        );
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+    }
+
+    #[test]
+    fn a_skipped_event_marks_the_state_as_diverged() {
+        let mut s = JobState::fresh();
+        s.apply(&ev(1, r#""type":"created""#));
+        let changed = s.apply(&ev(2, r#""type":"progress","progress":10.0,"stage":"a""#));
+        assert!(changed.progress && changed.stage && !s.diverged);
+        // Seq 3 was coalesced away: this session no longer folds what others fold.
+        s.apply(&ev(4, r#""type":"progress","progress":30.0"#));
+        assert!(s.diverged);
+        assert_eq!((s.progress, s.stage.as_deref()), (30.0, Some("a")));
     }
 }

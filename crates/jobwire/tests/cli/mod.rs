@@ -164,3 +164,64 @@ async fn demo_drives_three_jobs_to_their_ends() {
         ]
     );
 }
+
+/// Runs the CLI and returns (exit code, stdout, stderr).
+async fn cli_all(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(crate::support::bin())
+        .args(args)
+        .output()
+        .await
+        .expect("run jobwire");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn watch_says_what_went_wrong_once_and_plainly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    // `host:port` is a server URL too.
+    let hostport = p.addr.to_string();
+    let (code, id) = cli(&[
+        "job", "create", "--id", "hp-1", "--quiet", "--server", &hostport,
+    ])
+    .await;
+    assert_eq!((code, id.trim()), (0, "hp-1"));
+    // An invalid id is said to be one, not a route error.
+    let (code, out, err) = cli_all(&["watch", "a/b", "--server", &hostport]).await;
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(err.contains("invalid job id"), "{err}");
+    // An unknown job: exit 3, said once (stderr), nothing on stdout.
+    let (code, out, err) = cli_all(&["watch", "nope", "--server", &hostport]).await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(err.matches("not found").count(), 1, "{err}");
+    assert!(!out.contains("not found"), "{out}");
+    // Nothing listening: give up after the bound, plain text when not a terminal.
+    let (code, _, err) = cli_all(&[
+        "watch",
+        "x",
+        "--server",
+        "127.0.0.1:9",
+        "--give-up-after",
+        "1s",
+    ])
+    .await;
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("cannot reach") && err.contains("--forever"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape sequences when stderr is not a terminal: {err:?}"
+    );
+    // The exit codes are in --help.
+    let (_, help, _) = cli_all(&["watch", "--help"]).await;
+    assert!(
+        help.contains("3 no such job") && help.contains("5 the server could not be reached"),
+        "{help}"
+    );
+}

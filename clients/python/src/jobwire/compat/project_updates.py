@@ -2,10 +2,13 @@
 
 Each operation (rc_analysis, matching, generation, document_generation, or the name
 given to `send_error` / `send_completion`) of a project runs as one job in the project
-`str(project_id)`. Every call publishes a `custom` event named as project-updates named
-its messages (`rc_analysis_progress`, ..., `error`, `completion`) with the same fields,
-plus the matching jobwire event (progress, failed, completed), so both old and new
-clients follow. A new job starts for an operation once its previous job has finished.
+`str(project_id)` (with `metadata.operation`). Progress calls publish a `custom` event
+named as project-updates named its messages (`rc_analysis_progress`, ...) with the same
+fields, plus a jobwire `progress` event, so both old and new clients follow;
+`send_error` / `send_completion` publish `failed` / `completed`, which jobwire's
+project-updates dialect sends as the system's `error` / `completion` messages (a custom
+event as well would reach those clients twice). A new job starts for an operation once
+its previous job has finished.
 """
 
 from __future__ import annotations
@@ -93,15 +96,11 @@ class ProgressUpdater:
         await self._maybe_finish(job, status, message)
 
     async def send_error(self, project_id: Any, operation: str, error_message: str) -> None:
-        job = self.job_for(project_id, operation)
-        await job.custom("error", {"operation": operation, "error": error_message})
-        await job.fail(error_message)
+        await self.job_for(project_id, operation).fail(error_message)
 
     async def send_completion(self, project_id: Any, operation: str, result: Dict[str, Any],
                               ) -> None:
-        job = self.job_for(project_id, operation)
-        await job.custom("completion", {"operation": operation, "result": result})
-        await job.complete(result)
+        await self.job_for(project_id, operation).complete(result)
 
     async def close(self) -> None:
         if self._client is not None:
