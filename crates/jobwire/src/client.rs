@@ -4,6 +4,7 @@
 use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_json::Value;
+use std::time::Duration;
 
 /// `--server` for every client command.
 #[derive(Args, Clone)]
@@ -14,6 +15,35 @@ pub(crate) struct ServerArg {
     /// Bearer token (a JWT or a `jwk_…` API key) when the server requires authentication.
     #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// Tries of one publish (the waits between them: 0.5, 1, 2, 4 s, or `Retry-After`).
+const PUBLISH_ATTEMPTS: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(8);
+
+/// `events` (an object or an array) with an `event_id` on each event that has none.
+fn with_event_ids(events: &Value) -> Value {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let stamp = format!("cli-{nanos:x}-{:x}", std::process::id());
+    let mut out = events.clone();
+    let one = |ev: &mut Value| {
+        if let Some(obj) = ev.as_object_mut() {
+            if !obj.contains_key("event_id") {
+                let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                obj.insert("event_id".into(), Value::String(format!("{stamp}-{n}")));
+            }
+        }
+    };
+    match &mut out {
+        Value::Array(list) => list.iter_mut().for_each(one),
+        ev => one(ev),
+    }
+    out
 }
 
 /// `--server`: a URL, or `host:port` (http assumed).
@@ -86,9 +116,40 @@ impl Client {
         Self::decode(resp).await
     }
 
-    /// Publishes one event or a batch to a job; returns the assigned seqs.
+    /// Publishes one event or a batch to a job; returns the assigned seqs. Every
+    /// event gets an `event_id` (unless it has one) made once, so the retries of a
+    /// busy (503), rate-limited (429, after `Retry-After`) or unreachable server
+    /// store it exactly once.
     pub(crate) async fn publish(&self, job: &str, events: &Value) -> anyhow::Result<Vec<u64>> {
-        let v = self.post(&format!("/v1/jobs/{job}/events"), events).await?;
+        let events = with_event_ids(events);
+        let url = format!("{}/v1/jobs/{job}/events", self.base);
+        let mut delay = FIRST_RETRY;
+        let mut attempt = 1;
+        let resp = loop {
+            let sent = self.auth(self.http.post(&url)).json(&events).send().await;
+            let wait = match &sent {
+                Ok(r) if r.status() == 503 || r.status() == 429 => r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(delay, Duration::from_secs),
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => delay,
+                _ => break sent?,
+            };
+            if attempt >= PUBLISH_ATTEMPTS {
+                break sent?;
+            }
+            let why = match &sent {
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("jobwire: {why}; retrying in {wait:?} ({attempt}/{PUBLISH_ATTEMPTS})");
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(MAX_RETRY);
+            attempt += 1;
+        };
+        let v = Self::decode(resp).await?;
         v["seqs"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect())

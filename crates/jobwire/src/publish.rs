@@ -32,12 +32,20 @@ pub(crate) enum JobCommand {
         #[command(flatten)]
         server: ServerArg,
     },
-    /// List jobs.
+    /// List jobs (one page, in id order; `next` in the reply is the next page's --after).
     List {
+        /// Only jobs in this status (pending, queued, in_progress, completed, failed, cancelled).
         #[arg(long)]
         status: Option<String>,
+        /// Only jobs of this project.
         #[arg(long)]
         project: Option<String>,
+        /// Jobs per page (the server's default and maximum apply).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this job id (the previous page's `next`).
+        #[arg(long)]
+        after: Option<String>,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -210,6 +218,8 @@ pub(crate) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
         JobCommand::List {
             status,
             project,
+            limit,
+            after,
             server,
         } => {
             let mut q = Vec::new();
@@ -218,6 +228,12 @@ pub(crate) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             }
             if let Some(p) = project {
                 q.push(format!("project={p}"));
+            }
+            if let Some(l) = limit {
+                q.push(format!("limit={l}"));
+            }
+            if let Some(a) = after {
+                q.push(format!("after={a}"));
             }
             let path = format!("/v1/jobs?{}", q.join("&"));
             println!("{:#}", Client::new(&server).get(&path).await?);

@@ -225,3 +225,44 @@ async fn watch_says_what_went_wrong_once_and_plainly() {
         "{help}"
     );
 }
+
+#[tokio::test]
+async fn publishing_commands_retry_429_with_one_event_id_and_list_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--publish-rate", "2", "--publish-burst", "1"],
+    );
+    let server = p.base.as_str();
+    let (code, _) = cli(&[
+        "job", "create", "--id", "rl-1", "--quiet", "--server", server,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    // The bucket is empty: each command is refused with 429, waits, and is stored once.
+    for line in ["one", "two"] {
+        let (code, out, err) = cli_all(&["log", "rl-1", line, "--server", server]).await;
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let hist: Value = reqwest::get(format!("{server}/v1/jobs/rl-1/events?since=0"))
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let lines: Vec<&str> = hist["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["line"].as_str())
+        .collect();
+    assert_eq!(lines, ["one", "two"]);
+    assert!(hist["events"][1]["event_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("cli-")));
+    // `job list` pages with --limit and --after.
+    let (_, page) = cli(&["job", "list", "--limit", "1", "--server", server]).await;
+    let page: Value = serde_json::from_str(&page).expect("json");
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
+}
