@@ -86,9 +86,15 @@ def test_tasks_become_jobs(worker: Any, server: Server) -> None:
     snap = finished(c, r.id)
     assert snap["status"] == "completed" and snap["result"] == 5
     assert snap["project"] == "celery" and snap["metadata"] == {"task": "celery_app.add"}
-    types = [e["type"] for e in c.history(r.id)]
-    assert types == ["created", "status", "status", "completed"]  # queued, in_progress
-    assert [e["status"] for e in c.history(r.id)][1:3] == ["queued", "in_progress"]
+    # `queued` comes from the publishing process and `in_progress` from the worker:
+    # when the worker starts first, the late `queued` is refused by the state machine
+    # (the SDK sends it as optional), so it may be missing, but never out of order.
+    statuses = [(e["type"], e["status"]) for e in c.history(r.id)]
+    assert statuses in (
+        [("created", "pending"), ("status", "queued"), ("status", "in_progress"),
+         ("completed", "completed")],
+        [("created", "pending"), ("status", "in_progress"), ("completed", "completed")],
+    ), statuses
 
 
 def test_bound_task_reports_through_self_job(worker: Any, server: Server) -> None:

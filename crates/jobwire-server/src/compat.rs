@@ -243,3 +243,35 @@ pub(crate) fn json(v: &Value) -> Bytes {
 pub(crate) fn now() -> Value {
     Value::String(Timestamp::now().to_rfc3339())
 }
+
+/// A client-frame decoder, boxed (the fuzz targets run every dialect's).
+#[cfg(test)]
+pub(crate) type Decoder = Box<dyn Fn(&str) -> Incoming>;
+
+/// Every dialect's client-frame decoder, for the fuzz targets.
+#[cfg(test)]
+pub(crate) fn all_decoders() -> Vec<Decoder> {
+    vec![
+        Box::new(|t| progress_channel::ProgressChannel.decode(t)),
+        Box::new(|t| a6hub::A6hub.decode(t)),
+        Box::new(|t| titan::Titan::for_job("j").decode(t)),
+        Box::new(|t| project_updates::ProjectUpdates.decode(t)),
+    ]
+}
+
+/// Feeds `bytes` as a stored event and as a notification through every dialect's
+/// encoder (the fuzz targets: never a panic, whatever the bytes).
+#[cfg(test)]
+pub(crate) fn encode_any(bytes: &[u8]) {
+    let b = Bytes::copy_from_slice(bytes);
+    let outs = [
+        Output::Replayed { seq: 1, bytes: &b },
+        Output::Notification { bytes: &b },
+    ];
+    for out in &outs {
+        let _ = DialectCodec::new(progress_channel::ProgressChannel).encode(out);
+        let _ = DialectCodec::new(a6hub::A6hub).encode(out);
+        let _ = DialectCodec::new(titan::Titan::for_job("j")).encode(out);
+        let _ = DialectCodec::new(project_updates::ProjectUpdates).encode(out);
+    }
+}

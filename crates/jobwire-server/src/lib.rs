@@ -27,6 +27,8 @@ pub mod compat;
 mod config;
 mod error;
 mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 pub mod ratelimit;
 mod routes;

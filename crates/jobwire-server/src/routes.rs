@@ -2,7 +2,7 @@
 
 mod dashboard;
 mod health;
-mod jobs;
+pub(crate) mod jobs;
 mod keys;
 
 use crate::error::ApiError;

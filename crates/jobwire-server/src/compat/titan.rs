@@ -46,7 +46,7 @@ async fn socket(
     let mut open = Open::new(caller, ip);
     open.main_job = Some(id.clone());
     open.missing = Missing::Wait;
-    accept(ws, st, open, DialectCodec::new(Titan { job_id: id }))
+    accept(ws, st, open, DialectCodec::new(Titan::for_job(&id)))
 }
 
 /// `GET /health`: titan's liveness probe.
@@ -96,6 +96,14 @@ async fn create(State(st): State<AppState>, Caller(caller): Caller) -> Result<Re
 
 pub(crate) struct Titan {
     job_id: String,
+}
+
+impl Titan {
+    pub(crate) fn for_job(job_id: &str) -> Titan {
+        Titan {
+            job_id: job_id.to_owned(),
+        }
+    }
 }
 
 fn progress_frame(job_id: &str, state: &JobState, metadata: Value, t: Timestamp) -> Value {

@@ -156,7 +156,7 @@ pub(super) async fn list(
 }
 
 /// Parses a publish body: one event object or an array of them.
-fn parse_events(value: Value) -> Result<Vec<EventInput>, ApiError> {
+pub(crate) fn parse_events(value: Value) -> Result<Vec<EventInput>, ApiError> {
     match value {
         Value::Array(items) => items
             .into_iter()
