@@ -19,6 +19,8 @@ deps: deps-python deps-node
 deps-python:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check './clients/python[dev,celery]'
+	@# kosoku runs the Autobahn WebSocket conformance cases (crates/jobwire/tests/autobahn).
+	@$(PY) -m pip install -q --disable-pip-version-check 'kosoku==0.1.0'
 
 deps-node:
 	@for p in clients/js clients/react dashboard; do \
@@ -29,7 +31,7 @@ deps-node:
 	@# @jobwire/react resolves @jobwire/client (file:../js) to its built dist/.
 	@npm run --silent build --prefix clients/js
 
-test-rust:
+test-rust: deps-python
 	cargo test --workspace
 
 # The suites below drive the server binary ($(JOBWIRE_BIN)); `cargo test` built it.

@@ -13,6 +13,8 @@
 //!   ordering, publish/subscribe races without gap or duplicate, reconnect with
 //!   `since`, bad frames, heartbeats and idle timeout, slow consumers (coalescing and
 //!   close 4001), terminal close 1000, shutdown close 1012.
+//! - `autobahn`: WebSocket conformance: the Autobahn cases (via `kosoku`) against
+//!   `/v1/ws` and `/v1/jobs/{id}/ws`, diffed against committed expected outcomes.
 //! - `channels`: project and notification channel sockets on both engines: what
 //!   arrives, tenant/user isolation, allow-lists, lossless resume, two Redis instances.
 //! - `isolation`: tenant and allow-list isolation of every id and cursor (list pages
@@ -46,6 +48,7 @@ mod support;
 
 mod api;
 mod auth;
+mod autobahn;
 mod channels;
 mod cli;
 mod cluster;
