@@ -772,20 +772,29 @@ async fn workers_publishing_into_redis_reach_v1_and_dialect_watchers() {
         a6_kinds.push(a6.json().await["type"].as_str().unwrap_or("?").to_owned());
     }
     assert_eq!(a6_kinds, ["status", "step", "progress", "log", "complete"]);
-    // The bad message was counted, not fatal.
-    let metrics = reqwest::get(format!("{}/metrics", p.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    // The bad message was counted, not fatal. (A watcher sees an event before the
+    // bridge's publish call returns and counts it: wait for the count.)
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = reqwest::get(format!("{}/metrics", p.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        if crate::support::metric_value(&metrics, "jobwire_ingested_total") >= 7.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        crate::support::metric_value(&metrics, "jobwire_ingested_total"),
+        7.0,
+        "{metrics}"
+    );
     assert_eq!(
         crate::support::metric_value(&metrics, "jobwire_ingest_rejected_total"),
         1.0,
         "{metrics}"
-    );
-    assert_eq!(
-        crate::support::metric_value(&metrics, "jobwire_ingested_total"),
-        7.0
     );
 }
