@@ -53,6 +53,11 @@ enum Command {
     /// Check or repair the embedded store (stop the server first).
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Print a shell completion script: `jobwire completions bash > /etc/bash_completion.d/jobwire`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +88,11 @@ fn main() -> ExitCode {
             Command::Publish(a) => publish::raw(a).await.map(|()| ExitCode::SUCCESS),
             Command::Keys(c) => keys::run(c).await.map(|()| ExitCode::SUCCESS),
             Command::Store(c) => Ok(store::run(c)),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "jobwire", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -25,8 +25,8 @@ pub(crate) enum LogFormat {
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "JOBWIRE_LISTEN", default_value = "127.0.0.1:8000")]
+    /// Address to listen on: `ip:port`, or `host:port` (e.g. `localhost:8000`).
+    #[arg(long, env = "JOBWIRE_LISTEN", default_value = "127.0.0.1:8000", value_parser = listen_addr)]
     listen: SocketAddr,
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "JOBWIRE_DATA_DIR", default_value = "./jobwire-data")]
@@ -213,6 +213,21 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// `--listen`: `ip:port`, or `host:port` resolved once at startup (the first
+/// address `localhost` resolves to, for example).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s}: not an address to listen on ({e}); use host:port"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s}: resolves to no address"))
 }
 
 /// The parsed `--compat` list.

@@ -65,10 +65,8 @@ impl View {
             .map(|s| s.label.clone().unwrap_or_else(|| s.step.clone()))
             .or_else(|| job.stage.clone())
             .unwrap_or_default();
-        let mut out = std::io::stdout().lock();
-        let _ = write!(
-            out,
-            "\r\x1b[2K[{}{}] {:5.1}% {} {} {}",
+        let line = format!(
+            "[{}{}] {:5.1}% {} {} {}",
             "#".repeat(filled),
             "-".repeat(width - filled),
             job.progress,
@@ -76,6 +74,12 @@ impl View {
             stage,
             job.message.clone().unwrap_or_default()
         );
+        // A status line wider than the terminal would wrap, and `\r` would then
+        // leave the wrapped part behind: cut it to the width.
+        let cols = terminal_size::terminal_size().map_or(80, |(w, _)| usize::from(w.0));
+        let line: String = line.chars().take(cols.saturating_sub(1)).collect();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{line}");
         let _ = out.flush();
     }
 

@@ -266,3 +266,21 @@ async fn publishing_commands_retry_429_with_one_event_id_and_list_pages() {
     let page: Value = serde_json::from_str(&page).expect("json");
     assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn completions_and_host_names_for_listen() {
+    let (code, script) = cli(&["completions", "bash"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        script.contains("_jobwire") && script.contains("watch"),
+        "{script}"
+    );
+    // `--listen localhost:0` is resolved, not refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = Process::start(dir.path(), "localhost:0", &[]);
+    assert!(p.addr.ip().is_loopback());
+    let r = reqwest::get(format!("{}/healthz", p.base))
+        .await
+        .expect("healthz");
+    assert!(r.status().is_success());
+}
