@@ -35,6 +35,9 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -82,6 +85,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Job subscriptions across all connections.
     pub subscriptions: Gauge,
+    /// Bytes in the embedded engine's replay tail (set after each commit).
+    pub replay_cache_bytes: Gauge,
     /// Events acknowledged (durable) by the engine.
     pub events_published: Counter,
     /// Event frames written to clients.
@@ -124,6 +129,11 @@ impl Metrics {
                 "jobwire_subscriptions",
                 "Job subscriptions across all connections.",
                 self.subscriptions.get(),
+            ),
+            (
+                "jobwire_replay_cache_bytes",
+                "Bytes held by the replay tail (embedded engine), after the last commit.",
+                self.replay_cache_bytes.get(),
             ),
         ];
         for (name, help, v) in gauges {

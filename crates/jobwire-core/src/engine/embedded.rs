@@ -719,6 +719,9 @@ impl Writer {
                     group.fanout.iter().map(|p| (&p.job_id, p.seq, &p.bytes)),
                 );
                 self.metrics.events_published.add(group.fanout.len() as u64);
+                self.metrics
+                    .replay_cache_bytes
+                    .set(self.tail.bytes() as i64);
                 for ev in &group.fanout {
                     self.registry.broadcast(ev);
                 }

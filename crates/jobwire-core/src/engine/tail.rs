@@ -122,6 +122,11 @@ impl TailCache {
         }
     }
 
+    /// Bytes held (events, their bookkeeping and snapshots), as the budget counts them.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The tail holds no invariant a panicking holder could break half-way that a
         // reader would trust: every method re-checks contiguity. Recover the guard.
