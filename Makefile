@@ -57,3 +57,12 @@ lint: deps
 	npm run typecheck --prefix clients/react
 	npm run typecheck --prefix dashboard
 	npm run check-dist --prefix dashboard
+
+# A 10-minute soak against the release binary (not part of `make test`): idle watchers,
+# jobs at 2-4 Hz, reconnect storms, RSS and replay-tail bytes over time, and a check
+# that no watcher missed or doubled a seq. Writes soak-output/soak.{csv,json,png}.
+.PHONY: soak
+soak: deps-python
+	cargo build --release -p jobwire
+	$(PY) -m pip install -q --disable-pip-version-check matplotlib
+	JOBWIRE_BIN=$(CURDIR)/target/release/jobwire $(PY) crates/jobwire-bench/soak/soak.py --out soak-output $(SOAK_ARGS)
