@@ -40,20 +40,22 @@ test('the table shows jobwire demo jobs moving, live, with counts', async () => 
   await withServer(async (srv) => {
     const page = await openPage(browser, srv.url + '/');
     await page.waitForSelector('.conn[data-state="open"]');
-    const demo = runDemo(srv.url, ['--delay-ms', '60']);
-    // Sample the DOM while the demo runs: every (job, percent) pair the table showed.
-    const seen = new Map();
-    let done = false;
-    const result = demo.done.then((r) => ((done = true), r));
-    while (!done) {
-      for (const [id, r] of Object.entries(await rows(page))) {
-        if (!seen.has(id)) seen.set(id, new Set());
-        seen.get(id).add(r.pct);
-      }
-      await page.waitForTimeout(40);
-    }
-    const { code, out } = await result;
+    // Record in the page every (job, percent) pair the table renders while the demo runs: a
+    // MutationObserver sees each render, where sampling from the test would race a loaded machine.
+    await page.evaluate(() => {
+      const seen = (window.__seen = {});
+      const record = () => {
+        for (const e of document.querySelectorAll('.spacer .row:not([hidden])')) {
+          (seen[e.dataset.jobId] ??= []).includes(e.querySelector('.pct').textContent) ||
+            seen[e.dataset.jobId].push(e.querySelector('.pct').textContent);
+        }
+      };
+      new MutationObserver(record).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    const demo = runDemo(srv.url, ['--delay-ms', '120']);
+    const { code, out } = await demo.done;
     assert.equal(code, 0, out);
+    const seen = new Map(Object.entries(await page.evaluate(() => window.__seen)).map(([id, pcts]) => [id, new Set(pcts)]));
     const demoIds = [...seen.keys()].filter((id) => id.startsWith('demo-'));
     assert.equal(demoIds.length, 3, `demo jobs in the table: ${demoIds}`);
     for (const id of demoIds) assert.ok(seen.get(id).size >= 3, `${id} moved through ${[...seen.get(id)]}`);
