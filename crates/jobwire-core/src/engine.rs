@@ -29,7 +29,7 @@ pub(crate) mod tail;
 use crate::apikey::ApiKey;
 use crate::error::HubError;
 use bytes::Bytes;
-use jobwire_proto::{EventInput, Job, JobStatus};
+use jobwire_proto::{EventInput, Job, JobOptions, JobStatus, Timestamp};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +49,42 @@ pub struct NewJob {
     pub metadata: Map<String, Value>,
     /// The creator's token subject (recorded as [`Job::created_by`]).
     pub created_by: Option<String>,
+    /// Liveness and cancel settings.
+    pub options: JobOptions,
+}
+
+/// What a publish returns: the seqs and what the job now says about its liveness.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// One seq per input, in input order.
+    pub seqs: Vec<u64>,
+    pub live: Live,
+}
+
+/// The liveness facts of a job after a write, small enough to return from every
+/// publish (the reply's `cancel_requested`, and the hub's deadline bookkeeping).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Live {
+    pub status: JobStatus,
+    pub options: JobOptions,
+    pub stalled: bool,
+    pub cancel_requested: bool,
+}
+
+impl Live {
+    pub fn of(job: &Job) -> Live {
+        Live {
+            status: job.status,
+            options: job.options,
+            stalled: job.stalled_since.is_some(),
+            cancel_requested: job.cancel_requested.is_some(),
+        }
+    }
+
+    /// Whether the hub keeps deadlines for this job at all.
+    pub fn has_timers(&self) -> bool {
+        !self.options.is_empty()
+    }
 }
 
 /// The result of `create`.
@@ -122,12 +158,13 @@ pub trait Engine: Send + Sync + 'static {
     /// job exists, returns it with `created: false`.
     fn create(&self, job: NewJob) -> BoxFuture<'_, Result<Created, HubError>>;
 
-    /// Appends events to a job atomically and durably; returns their seqs.
+    /// Appends events to a job atomically and durably; returns their seqs and the
+    /// job's liveness facts after them.
     fn publish<'a>(
         &'a self,
         job_id: &'a str,
         events: Vec<EventInput>,
-    ) -> BoxFuture<'a, Result<Vec<u64>, HubError>>;
+    ) -> BoxFuture<'a, Result<Outcome, HubError>>;
 
     /// Events after `after`, with the snapshot, read at one point in time.
     fn history<'a>(
@@ -199,6 +236,23 @@ pub trait Engine: Send + Sync + 'static {
         let _ = (tenant, id);
         Box::pin(async { Ok(false) })
     }
+
+    /// Sets (`Some`) or clears (`None`) the deadline `member` (see
+    /// [`crate::liveness`]: `b:<key>` for a heartbeat, `t:<key>` for a timer). Every
+    /// instance on the same store sees the same deadlines; on the embedded engine
+    /// they live in memory and are rebuilt from the snapshots at start.
+    fn set_deadline<'a>(
+        &'a self,
+        member: &'a str,
+        at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<(), HubError>>;
+
+    /// Up to `limit` deadline members due at `now`, earliest first (not removed).
+    fn due_deadlines(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, HubError>>;
 
     /// Whether the engine can take writes now.
     fn is_ready(&self) -> bool;

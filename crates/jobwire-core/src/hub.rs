@@ -7,14 +7,18 @@ use crate::access::Access;
 use crate::apikey::ApiKey;
 use crate::channel::{self, ProjectCatchUp};
 use crate::engine::embedded::{Embedded, Retention};
-use crate::engine::{Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage};
+use crate::engine::{
+    Created, Engine, HistoryPage, ListPage, ListQuery, Live, NewJob, NotificationPage, Outcome,
+};
 use crate::error::HubError;
+use crate::liveness;
 use crate::metrics::Metrics;
 use crate::recovery::Replay;
 use crate::registry::Registry;
 use crate::session::Outbox;
 use jobwire_proto::codes::ErrorCode;
-use jobwire_proto::{EventInput, InputError, Job, JobId};
+use jobwire_proto::event::InputBody;
+use jobwire_proto::{EventInput, InputError, Job, JobId, JobOptions, JobStatus, Timestamp};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +53,24 @@ pub struct CreateJob {
     pub metadata: Map<String, Value>,
     /// The creator's token subject; its notifications channel gets the job's end.
     pub created_by: Option<String>,
+    /// Liveness and cancel settings.
+    pub options: JobOptions,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelOutcome {
+    /// The seq of the `cancel_requested` or `cancelled` event (for a repeated
+    /// request: the first request's seq).
+    pub seqs: Vec<u64>,
+    pub live: Live,
+}
+
+fn terminal(status: JobStatus) -> InputError {
+    InputError::new(
+        ErrorCode::JobTerminal,
+        format!("job is {}; it accepts no more events", status.as_str()),
+    )
 }
 
 /// The job-progress hub.
@@ -108,16 +130,188 @@ impl Hub {
         if !access.may_use_id(&id) || !access.may_use_project(req.project.as_deref()) {
             return Err(HubError::Forbidden);
         }
-        self.engine
+        req.options.validate()?;
+        let key = access.key(&id);
+        let created = self
+            .engine
             .create(NewJob {
-                key: access.key(&id),
+                key: key.clone(),
                 id,
                 tenant: access.tenant.clone(),
                 project: req.project,
                 metadata: req.metadata,
                 created_by: req.created_by,
+                options: req.options,
             })
+            .await?;
+        if created.created {
+            let live = Live::of(&created.job);
+            self.renew(&key, &live).await?;
+        }
+        Ok(created)
+    }
+
+    /// Moves the job's heartbeat deadline after a sign of life (or clears its
+    /// deadlines once it has ended). Free for jobs without liveness settings.
+    async fn renew(&self, key: &str, live: &Live) -> Result<(), HubError> {
+        if !live.has_timers() {
+            return Ok(());
+        }
+        if live.status.is_terminal() {
+            self.engine
+                .set_deadline(&liveness::beat_member(key), None)
+                .await?;
+            return self
+                .engine
+                .set_deadline(&liveness::timer_member(key), None)
+                .await;
+        }
+        let at = liveness::beat_deadline(live, Timestamp::now());
+        self.engine
+            .set_deadline(&liveness::beat_member(key), at)
             .await
+    }
+
+    /// A heartbeat: renews the job's deadline (ending a stall), optionally with
+    /// progress and a checkpoint (stored as one `progress` event). Returns the job's
+    /// liveness facts (the worker reads `cancel_requested` from them).
+    pub async fn heartbeat(
+        &self,
+        access: &Access,
+        job_id: &str,
+        progress: Option<f64>,
+        checkpoint: Option<Value>,
+    ) -> Result<Live, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        let job = self.engine.snapshot(&key).await?;
+        if job.status.is_terminal() {
+            return Err(terminal(job.status).into());
+        }
+        let live = if progress.is_some() || checkpoint.is_some() {
+            let input = EventInput {
+                body: InputBody::Progress {
+                    progress: progress.unwrap_or(job.progress),
+                    stage: None,
+                    message: None,
+                    checkpoint,
+                },
+                event_id: None,
+                metadata: None,
+            };
+            if !(0.0..=100.0).contains(&progress.unwrap_or(0.0)) {
+                return Err(InputError::new(
+                    ErrorCode::InvalidRequest,
+                    "progress must be a number from 0 to 100",
+                )
+                .into());
+            }
+            self.engine.publish(&key, vec![input]).await?.live
+        } else if job.stalled_since.is_some() {
+            let recovered =
+                EventInput::server(InputBody::Recovered, Some(format!("recovered:{}", job.seq)));
+            match self.engine.publish(&key, vec![recovered]).await {
+                Ok(out) => out.live,
+                // Another heartbeat (maybe on another instance) ended the stall first.
+                Err(HubError::Input(_)) => Live::of(&self.engine.snapshot(&key).await?),
+                Err(e) => return Err(e),
+            }
+        } else {
+            Live::of(&job)
+        };
+        self.metrics.heartbeats.inc();
+        self.renew(&key, &live).await?;
+        Ok(live)
+    }
+
+    /// Asks the job's worker to stop: a `cancel_requested` event on a running job
+    /// (the worker confirms with `cancelled`), or `cancelled` right away for a job no
+    /// worker has started (`pending`, `queued`) or with `force`.
+    pub async fn cancel(
+        &self,
+        access: &Access,
+        job_id: &str,
+        by: Option<String>,
+        reason: Option<String>,
+        event_id: Option<String>,
+        force: bool,
+    ) -> Result<CancelOutcome, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        let job = self.engine.snapshot(&key).await?;
+        if job.status.is_terminal() {
+            return Err(terminal(job.status).into());
+        }
+        let now = force || matches!(job.status, JobStatus::Pending | JobStatus::Queued);
+        if !now {
+            if let Some(c) = &job.cancel_requested {
+                return Ok(CancelOutcome {
+                    seqs: vec![c.seq],
+                    live: Live::of(&job),
+                });
+            }
+        }
+        let input = if now {
+            EventInput {
+                body: InputBody::Cancelled {
+                    reason,
+                    error: None,
+                },
+                event_id,
+                metadata: None,
+            }
+        } else {
+            EventInput::server(
+                InputBody::CancelRequested { by, reason },
+                Some(event_id.unwrap_or_else(|| "cancel_requested".into())),
+            )
+        };
+        let out = match self.engine.publish(&key, vec![input]).await {
+            Ok(out) => out,
+            // Requested meanwhile by someone else: answer with theirs.
+            Err(HubError::Input(e)) if e.code == ErrorCode::InvalidTransition => {
+                let job = self.engine.snapshot(&key).await?;
+                let seqs = job
+                    .cancel_requested
+                    .as_ref()
+                    .map(|c| c.seq)
+                    .into_iter()
+                    .collect();
+                return Ok(CancelOutcome {
+                    seqs,
+                    live: Live::of(&job),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if out.live.status.is_terminal() {
+            self.renew(&key, &out.live).await?;
+        } else if job.options.cancel_timeout.is_some() {
+            let job = self.engine.snapshot(&key).await?;
+            self.engine
+                .set_deadline(&liveness::timer_member(&key), liveness::next_timer(&job))
+                .await?;
+        }
+        Ok(CancelOutcome {
+            seqs: out.seqs,
+            live: out.live,
+        })
+    }
+
+    /// Runs the liveness scanner until the engine shuts down (call once per
+    /// process, inside the runtime).
+    pub fn start_liveness(self: &Arc<Hub>) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(liveness::SCAN_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match liveness::scan(hub.engine.as_ref()).await {
+                    Ok(_) => {}
+                    Err(HubError::ShuttingDown) => break,
+                    Err(e) => tracing::warn!(error = %e, "liveness scan failed"),
+                }
+            }
+        })
     }
 
     /// Checks the id and the caller's allow-lists; returns the storage key.
@@ -142,7 +336,7 @@ impl Hub {
         access: &Access,
         job_id: &str,
         events: Vec<EventInput>,
-    ) -> Result<Vec<u64>, HubError> {
+    ) -> Result<Outcome, HubError> {
         JobId::validate(job_id)?;
         if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
             return Err(InputError::new(
@@ -155,7 +349,9 @@ impl Hub {
         let started = Instant::now();
         let result = self.engine.publish(&key, events).await;
         self.metrics.publish_latency.observe(started.elapsed());
-        result
+        let out = result?;
+        self.renew(&key, &out.live).await?;
+        Ok(out)
     }
 
     /// The job's snapshot, if the caller may see it (otherwise: not found).

@@ -23,6 +23,7 @@ pub mod channel;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod liveness;
 pub mod metrics;
 pub mod recovery;
 pub mod registry;

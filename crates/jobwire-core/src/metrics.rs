@@ -111,6 +111,8 @@ pub struct Metrics {
     pub ingested: Counter,
     /// Redis bridge messages that could not be decoded or were refused.
     pub ingest_rejected: Counter,
+    /// Heartbeats accepted.
+    pub heartbeats: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
 }
@@ -199,6 +201,11 @@ impl Metrics {
                 "jobwire_body_timeouts_total",
                 "Requests refused because their body did not arrive in time.",
                 &self.body_timeouts,
+            ),
+            (
+                "jobwire_heartbeats_total",
+                "Worker heartbeats accepted (not stored as events).",
+                &self.heartbeats,
             ),
         ];
         for (name, help, c) in counters {

@@ -40,6 +40,31 @@ pub struct EventInput {
     pub metadata: Option<Map<String, Value>>,
 }
 
+impl EventInput {
+    /// An input the hub itself emits (liveness, cancel requests, timeouts): types a
+    /// publisher may not send, and never mistaken for a sign of life from the worker.
+    pub fn server(body: InputBody, event_id: Option<String>) -> EventInput {
+        EventInput {
+            body,
+            event_id,
+            metadata: None,
+        }
+    }
+
+    /// Whether this input comes from the job's worker (anything but the hub's own
+    /// liveness and cancel bookkeeping), so it proves the worker is alive.
+    pub fn is_from_worker(&self) -> bool {
+        !matches!(
+            self.body,
+            InputBody::Stalled { .. }
+                | InputBody::Recovered
+                | InputBody::CancelRequested { .. }
+                | InputBody::Cancelled { error: Some(_), .. }
+                | InputBody::Failed { lost: true, .. }
+        )
+    }
+}
+
 /// The type-specific part of an [`EventInput`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputBody {
@@ -51,6 +76,8 @@ pub enum InputBody {
         progress: f64,
         stage: Option<String>,
         message: Option<String>,
+        /// Kept in the snapshot as the job's last checkpoint.
+        checkpoint: Option<Value>,
     },
     Step {
         step: String,
@@ -68,13 +95,28 @@ pub enum InputBody {
     Failed {
         error: String,
         message: Option<String>,
+        /// Emitted by the hub when a stalled worker is given up on (`worker_lost`).
+        lost: bool,
     },
     Cancelled {
         reason: Option<String>,
+        /// Set by the hub only (`cancel_timeout`).
+        error: Option<String>,
     },
     Custom {
         name: String,
         data: Option<Value>,
+    },
+    /// Hub only: no heartbeat or publish within the job's `heartbeat_timeout`.
+    Stalled {
+        heartbeat_timeout: f64,
+    },
+    /// Hub only: the first sign of life after `stalled`.
+    Recovered,
+    /// Hub only: someone asked the worker to stop.
+    CancelRequested {
+        by: Option<String>,
+        reason: Option<String>,
     },
 }
 
@@ -92,6 +134,7 @@ enum RawInput {
         progress: f64,
         stage: Option<String>,
         message: Option<String>,
+        checkpoint: Option<Value>,
         event_id: Option<String>,
         metadata: Option<Map<String, Value>>,
     },
@@ -158,6 +201,7 @@ impl EventInput {
                 progress,
                 stage,
                 message,
+                checkpoint,
                 event_id,
                 metadata,
             } => {
@@ -171,6 +215,7 @@ impl EventInput {
                     progress,
                     stage,
                     message,
+                    checkpoint,
                 };
                 (body, event_id, metadata)
             }
@@ -208,13 +253,24 @@ impl EventInput {
                 metadata,
             } => {
                 non_empty("error", &error)?;
-                (InputBody::Failed { error, message }, event_id, metadata)
+                let body = InputBody::Failed {
+                    error,
+                    message,
+                    lost: false,
+                };
+                (body, event_id, metadata)
             }
             RawInput::Cancelled {
                 reason,
                 event_id,
                 metadata,
-            } => (InputBody::Cancelled { reason }, event_id, metadata),
+            } => {
+                let body = InputBody::Cancelled {
+                    reason,
+                    error: None,
+                };
+                (body, event_id, metadata)
+            }
             RawInput::Custom {
                 name,
                 data,
@@ -249,10 +305,14 @@ impl EventInput {
                 progress,
                 stage,
                 message,
+                checkpoint,
             } => EventBody::Progress {
                 progress,
                 stage,
                 message,
+                checkpoint,
+                rate: None,
+                eta_seconds: None,
             },
             InputBody::Step {
                 step,
@@ -265,9 +325,13 @@ impl EventInput {
             },
             InputBody::Log { line, level } => EventBody::Log { line, level },
             InputBody::Completed { result, message } => EventBody::Completed { result, message },
-            InputBody::Failed { error, message } => EventBody::Failed { error, message },
-            InputBody::Cancelled { reason } => EventBody::Cancelled { reason },
+            InputBody::Failed { error, message, .. } => EventBody::Failed { error, message },
+            InputBody::Cancelled { reason, error } => EventBody::Cancelled { reason, error },
             InputBody::Custom { name, data } => EventBody::Custom { name, data },
+            InputBody::Stalled { heartbeat_timeout } => EventBody::Stalled { heartbeat_timeout },
+            // Filled in by the hub's apply step, which knows when the stall began.
+            InputBody::Recovered => EventBody::Recovered { stalled_for: 0.0 },
+            InputBody::CancelRequested { by, reason } => EventBody::CancelRequested { by, reason },
         };
         (body, self.event_id, self.metadata)
     }
@@ -292,6 +356,9 @@ pub enum EventBody {
     Created {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         project: Option<String>,
+        /// Liveness and cancel settings chosen at create.
+        #[serde(flatten)]
+        options: JobOptions,
     },
     Status {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +370,14 @@ pub enum EventBody {
         stage: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Value>,
+        /// Percent per second, smoothed (server-computed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<f64>,
+        /// Seconds left at `rate` (server-computed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_seconds: Option<f64>,
     },
     Step {
         step: String,
@@ -330,12 +405,70 @@ pub enum EventBody {
     Cancelled {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     Custom {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<Value>,
     },
+    Stalled {
+        heartbeat_timeout: f64,
+    },
+    Recovered {
+        /// Seconds the job was stalled.
+        stalled_for: f64,
+    },
+    CancelRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// Per-job liveness and cancel settings, in seconds (all off by default).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// A job not heard from for this long is `stalled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout: Option<f64>,
+    /// A job stalled for this long fails with `worker_lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_fail_after: Option<f64>,
+    /// A cancel request not confirmed by the worker within this long ends the job
+    /// `cancelled` with `error: "cancel_timeout"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_timeout: Option<f64>,
+}
+
+impl JobOptions {
+    /// Longest accepted duration: a day.
+    pub const MAX_SECONDS: f64 = 86_400.0;
+
+    /// Checks every duration is a number of seconds in (0, a day].
+    pub fn validate(&self) -> Result<(), InputError> {
+        for (name, v) in [
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("stall_fail_after", self.stall_fail_after),
+            ("cancel_timeout", self.cancel_timeout),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0 && v <= Self::MAX_SECONDS) {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("`{name}` must be a number of seconds from 0 (exclusive) to 86400"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == JobOptions::default()
+    }
 }
 
 impl EventBody {
@@ -351,6 +484,9 @@ impl EventBody {
             EventBody::Failed { .. } => "failed",
             EventBody::Cancelled { .. } => "cancelled",
             EventBody::Custom { .. } => "custom",
+            EventBody::Stalled { .. } => "stalled",
+            EventBody::Recovered { .. } => "recovered",
+            EventBody::CancelRequested { .. } => "cancel_requested",
         }
     }
 

@@ -3,7 +3,7 @@
 //! be applied, without changing anything.
 
 use crate::codes::ErrorCode;
-use crate::event::{Event, EventBody, EventInput, InputBody, InputError};
+use crate::event::{Event, EventBody, EventInput, InputBody, InputError, JobOptions};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -119,6 +119,21 @@ pub struct LogLine {
     pub level: Option<String>,
 }
 
+/// A cancel someone asked for and the worker has not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub at: Timestamp,
+    /// The `cancel_requested` event's seq.
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Weight of the newest rate sample in the smoothed `rate`.
+const RATE_SMOOTHING: f64 = 0.3;
+
 /// A job's current state: the fold of its events up to `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -161,6 +176,26 @@ pub struct Job {
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// Liveness and cancel settings (seconds), flattened into the snapshot.
+    #[serde(flatten)]
+    pub options: JobOptions,
+    /// When the job was found stalled; absent unless it is stalled now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<CancelRequest>,
+    /// The last checkpoint a worker sent (with a progress event or heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
+    /// Percent per second, smoothed over the progress events; absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Seconds left at `rate`; absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    /// When the last progress event was applied (the base of the next rate sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_at: Option<Timestamp>,
 }
 
 impl Job {
@@ -187,7 +222,42 @@ impl Job {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            options: JobOptions::default(),
+            stalled_since: None,
+            cancel_requested: None,
+            checkpoint: None,
+            rate: None,
+            eta_seconds: None,
+            progress_at: None,
         }
+    }
+
+    /// `(rate, eta_seconds)` for a progress event reaching `progress` at `now`:
+    /// the rate is an exponentially smoothed percent per second; both are unknown
+    /// for the first progress event and after progress went backwards.
+    pub fn estimate(&self, progress: f64, now: Timestamp) -> (Option<f64>, Option<f64>) {
+        if progress < self.progress {
+            return (None, None);
+        }
+        let Some(at) = self.progress_at else {
+            return (None, None);
+        };
+        let dt = now.as_millis().saturating_sub(at.as_millis()) as f64 / 1000.0;
+        let rate = if dt <= 0.0 {
+            self.rate
+        } else {
+            let sample = (progress - self.progress) / dt;
+            Some(match self.rate {
+                Some(r) => RATE_SMOOTHING * sample + (1.0 - RATE_SMOOTHING) * r,
+                None => sample,
+            })
+        };
+        let eta = match rate {
+            _ if progress >= 100.0 => Some(0.0),
+            Some(r) if r > 0.0 => Some(((100.0 - progress) / r * 10.0).round() / 10.0),
+            _ => None,
+        };
+        (rate.map(|r| (r * 1000.0).round() / 1000.0), eta)
     }
 
     /// Checks `input` against the state machine and returns the status the job has
@@ -220,6 +290,33 @@ impl Job {
                 other => other,
             },
             InputBody::Log { .. } | InputBody::Custom { .. } => from,
+            InputBody::Stalled { .. } => {
+                if self.stalled_since.is_some() {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidTransition,
+                        "job is already stalled",
+                    ));
+                }
+                from
+            }
+            InputBody::Recovered => {
+                if self.stalled_since.is_none() {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidTransition,
+                        "job is not stalled",
+                    ));
+                }
+                from
+            }
+            InputBody::CancelRequested { .. } => {
+                if self.cancel_requested.is_some() {
+                    return Err(InputError::new(
+                        ErrorCode::InvalidTransition,
+                        "cancel was already requested",
+                    ));
+                }
+                from
+            }
             InputBody::Completed { .. } => JobStatus::Completed,
             InputBody::Failed { .. } => JobStatus::Failed,
             InputBody::Cancelled { .. } => JobStatus::Cancelled,
@@ -250,8 +347,9 @@ impl Job {
             }
         }
         match &ev.body {
-            EventBody::Created { project } => {
+            EventBody::Created { project, options } => {
                 self.project.clone_from(project);
+                self.options = *options;
                 self.created_at = ev.timestamp;
             }
             EventBody::Status { message } => set_if(&mut self.message, message),
@@ -259,10 +357,19 @@ impl Job {
                 progress,
                 stage,
                 message,
+                checkpoint,
+                rate,
+                eta_seconds,
             } => {
                 self.progress = *progress;
                 set_if(&mut self.stage, stage);
                 set_if(&mut self.message, message);
+                if checkpoint.is_some() {
+                    self.checkpoint.clone_from(checkpoint);
+                }
+                self.rate = *rate;
+                self.eta_seconds = *eta_seconds;
+                self.progress_at = Some(ev.timestamp);
             }
             EventBody::Step {
                 step,
@@ -308,11 +415,27 @@ impl Job {
                 set_if(&mut self.message, message);
                 self.finished_at = Some(ev.timestamp);
             }
-            EventBody::Cancelled { reason } => {
+            EventBody::Cancelled { reason, error } => {
                 set_if(&mut self.message, reason);
+                set_if(&mut self.error, error);
                 self.finished_at = Some(ev.timestamp);
             }
             EventBody::Custom { .. } => {}
+            EventBody::Stalled { .. } => self.stalled_since = Some(ev.timestamp),
+            EventBody::Recovered { .. } => self.stalled_since = None,
+            EventBody::CancelRequested { by, reason } => {
+                self.cancel_requested = Some(CancelRequest {
+                    at: ev.timestamp,
+                    seq: ev.seq,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if self.status.is_terminal() {
+            // A finished job is neither stalled nor running out of time.
+            self.stalled_since = None;
+            self.eta_seconds = None;
         }
     }
 }

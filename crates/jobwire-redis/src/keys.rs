@@ -79,6 +79,11 @@ impl Keys {
     pub(crate) fn expiry(&self) -> String {
         format!("{}expiry", self.prefix)
     }
+
+    /// Sorted set: liveness deadline members (`b:<job>`, `t:<job>`) scored by ms.
+    pub(crate) fn deadlines(&self) -> String {
+        format!("{}deadlines", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 mod feed;
 pub mod ingest;
 mod keys;
+mod liveness;
 mod subscriber;
 mod tls;
 
@@ -37,7 +38,8 @@ use jobwire_core::channel;
 use jobwire_core::engine::apply::{self, ApplyError};
 use jobwire_core::engine::embedded::Retention;
 use jobwire_core::engine::{
-    BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob, NotificationPage,
+    BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, Live, NewJob, NotificationPage,
+    Outcome,
 };
 use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
@@ -371,7 +373,7 @@ impl RedisEngine {
 
     async fn create_job(&self, new: NewJob) -> Result<Created, HubError> {
         self.writable()?;
-        let fingerprint = apply::create_fingerprint(&new.project, &new.metadata);
+        let fingerprint = apply::create_fingerprint(&new);
         let (job, created) = apply::create_job(&new, Timestamp::now())?;
         let snap = serde_json::to_vec(&job).map_err(storage)?;
         let mut conn = self.conn.clone();
@@ -426,7 +428,7 @@ impl RedisEngine {
         &self,
         job_id: &str,
         inputs: Vec<EventInput>,
-    ) -> Result<Vec<u64>, HubError> {
+    ) -> Result<Outcome, HubError> {
         self.writable()?;
         let job_key = self.keys.job(job_id);
         let idem_key = self.keys.idem(job_id);
@@ -469,7 +471,10 @@ impl RedisEngine {
                 ApplyError::Lookup(never) => match never {},
             })?;
             if applied.events.is_empty() {
-                return Ok(applied.seqs);
+                return Ok(Outcome {
+                    seqs: applied.seqs,
+                    live: Live::of(&job),
+                });
             }
             apply::trim_history(&mut job, self.retention.max_events_per_job);
             let expire_at = if job.status.is_terminal() {
@@ -518,7 +523,10 @@ impl RedisEngine {
                     self.metrics
                         .events_published
                         .add(applied.events.len() as u64);
-                    return Ok(applied.seqs);
+                    return Ok(Outcome {
+                        seqs: applied.seqs,
+                        live: Live::of(&job),
+                    });
                 }
                 0 => continue, // another writer got there first: re-read and re-check
                 _ => return Err(HubError::NotFound),
@@ -803,8 +811,24 @@ impl Engine for RedisEngine {
         &'a self,
         job_id: &'a str,
         events: Vec<EventInput>,
-    ) -> BoxFuture<'a, Result<Vec<u64>, HubError>> {
+    ) -> BoxFuture<'a, Result<Outcome, HubError>> {
         Box::pin(self.publish_events(job_id, events))
+    }
+
+    fn set_deadline<'a>(
+        &'a self,
+        member: &'a str,
+        at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(self.put_deadline(member, at))
+    }
+
+    fn due_deadlines(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, HubError>> {
+        Box::pin(self.read_due(now, limit))
     }
 
     fn history<'a>(

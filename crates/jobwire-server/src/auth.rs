@@ -33,8 +33,11 @@ const WS_TOKEN_PREFIX: &str = "bearer.";
 pub enum Scope {
     /// `jobs:watch`: read snapshots, history, lists; WebSocket and SSE.
     Watch,
-    /// `jobs:publish`: create jobs, publish events, cancel.
+    /// `jobs:publish`: create jobs, publish events, heartbeats, cancel.
     Publish,
+    /// `jobs:cancel`: request a cancel (implied by `jobs:publish` and `jobs:admin`),
+    /// so a tenant's users may cancel without being able to publish.
+    Cancel,
     /// `jobs:admin`: both of the above, and managing the tenant's API keys.
     Admin,
 }
@@ -46,6 +49,7 @@ pub struct Principal {
     pub sub: Option<String>,
     watch: bool,
     publish: bool,
+    cancel: bool,
     admin: bool,
     /// Token expiry (seconds since the epoch), if any.
     pub expires_at: Option<u64>,
@@ -61,6 +65,7 @@ impl Principal {
             sub: None,
             watch: true,
             publish: true,
+            cancel: true,
             admin: true,
             expires_at: None,
             api_key: None,
@@ -81,6 +86,7 @@ impl Principal {
             sub,
             watch: admin || scopes.contains(&"jobs:watch"),
             publish: admin || scopes.contains(&"jobs:publish"),
+            cancel: admin || scopes.contains(&"jobs:publish") || scopes.contains(&"jobs:cancel"),
             admin,
             expires_at,
             api_key,
@@ -91,6 +97,7 @@ impl Principal {
         match scope {
             Scope::Watch => self.watch,
             Scope::Publish => self.publish,
+            Scope::Cancel => self.cancel,
             Scope::Admin => self.admin,
         }
     }
@@ -103,6 +110,7 @@ impl Principal {
             let name = match scope {
                 Scope::Watch => "jobs:watch",
                 Scope::Publish => "jobs:publish",
+                Scope::Cancel => "jobs:cancel",
                 Scope::Admin => "jobs:admin",
             };
             Err(ApiError::new(

@@ -124,6 +124,8 @@ pub async fn run(
     let hub = state.hub.clone();
     let metrics = hub.metrics().clone();
     let sessions = state.sessions.clone();
+    // Stalls, stall give-ups and cancel timeouts (see jobwire_core::liveness).
+    let scanner = hub.start_liveness();
     let serve = serve::serve(
         listener,
         app(state),
@@ -147,6 +149,7 @@ pub async fn run(
             "shutdown grace period over; dropping remaining connections"
         );
     }
+    scanner.abort();
     hub.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())

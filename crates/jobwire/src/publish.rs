@@ -137,6 +137,10 @@ pub(crate) struct CancelArgs {
     job: String,
     #[arg(long)]
     reason: Option<String>,
+    /// End the job now instead of asking its worker to stop (a running job otherwise
+    /// gets `cancel_requested` and ends when the worker confirms).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -290,14 +294,24 @@ pub(crate) async fn fail(a: FailArgs) -> anyhow::Result<()> {
     send(&a.job, "failed", f, &a.common).await
 }
 
+/// `POST /v1/jobs/{id}/cancel`: prints the reply (`cancel_requested`, `status`).
 pub(crate) async fn cancel(a: CancelArgs) -> anyhow::Result<()> {
-    send(
-        &a.job,
-        "cancelled",
-        vec![("reason", s(&a.reason))],
-        &a.common,
-    )
-    .await
+    jobwire_proto::JobId::validate(&a.job).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut body = Map::new();
+    if let Some(r) = &a.reason {
+        body.insert("reason".into(), json!(r));
+    }
+    if let Some(e) = &a.common.event_id {
+        body.insert("event_id".into(), json!(e));
+    }
+    if a.force {
+        body.insert("force".into(), json!(true));
+    }
+    let reply = Client::new(&a.common.server)
+        .post(&format!("/v1/jobs/{}/cancel", a.job), &Value::Object(body))
+        .await?;
+    println!("{reply}");
+    Ok(())
 }
 
 pub(crate) async fn raw(a: RawArgs) -> anyhow::Result<()> {

@@ -107,7 +107,23 @@ impl View {
             EventBody::Status { .. } => Some(format!("» status {}", ev.status.as_str())),
             EventBody::Completed { .. } => Some("✔ completed".into()),
             EventBody::Failed { error, .. } => Some(format!("✘ failed: {error}")),
-            EventBody::Cancelled { reason } => Some(format!(
+            EventBody::Stalled { heartbeat_timeout } => {
+                Some(format!("⚠ stalled: no heartbeat for {heartbeat_timeout} s"))
+            }
+            EventBody::Recovered { stalled_for } => {
+                Some(format!("» recovered after {stalled_for:.1} s"))
+            }
+            EventBody::CancelRequested { by, reason } => Some(format!(
+                "» cancel requested{}{}",
+                by.as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+            EventBody::Cancelled { reason, .. } => Some(format!(
                 "✘ cancelled{}",
                 reason
                     .as_deref()

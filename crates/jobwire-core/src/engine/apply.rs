@@ -7,9 +7,8 @@ use crate::engine::NewJob;
 use crate::error::HubError;
 use crate::session::{EventKind, Published};
 use bytes::Bytes;
-use jobwire_proto::event::EventBody;
+use jobwire_proto::event::{EventBody, InputBody};
 use jobwire_proto::{Event, EventInput, Job, JobStatus, Timestamp};
-use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// One new event ready to store and fan out.
@@ -23,6 +22,8 @@ pub struct NewEvent {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// One seq per input, in input order (original seqs for idempotent retries).
+    /// A `recovered` event the hub put in front of a stalled job's first input has
+    /// a seq too but no entry here.
     pub seqs: Vec<u64>,
     /// The events to store, in seq order (retries excluded).
     pub events: Vec<NewEvent>,
@@ -84,36 +85,70 @@ pub fn apply_inputs<E>(
                 continue;
             }
         }
-        let status = job
-            .check(&input)
-            .map_err(|e| ApplyError::Refuse(e.into()))?;
-        let (body, event_id, metadata) = input.into_body();
-        let kind = kind_of(&body, status);
-        let ev = Event {
-            body,
-            job_id: job.id.clone(),
-            seq: job.seq + 1,
-            timestamp: now,
-            status,
-            event_id,
-            metadata,
-        };
-        job.apply(&ev);
-        let bytes = serialize(&ev).map_err(ApplyError::Refuse)?;
-        out.seqs.push(ev.seq);
-        out.events.push(NewEvent {
-            published: Published {
-                job_id: shared_id.clone(),
-                seq: ev.seq,
-                kind,
-                bytes,
-                project: project.clone(),
-                encodings: Default::default(),
-            },
-            event_id: ev.event_id,
-        });
+        // The first word from a stalled job's worker ends the stall, in the same
+        // atomic publish (so watchers see `recovered` right before it).
+        if job.stalled_since.is_some() && input.is_from_worker() {
+            let recovered = EventInput::server(InputBody::Recovered, None);
+            push_event(job, &shared_id, &project, recovered, now, &mut out)
+                .map_err(ApplyError::Refuse)?;
+        }
+        let seq = push_event(job, &shared_id, &project, input, now, &mut out)
+            .map_err(ApplyError::Refuse)?;
+        out.seqs.push(seq);
     }
     Ok(out)
+}
+
+/// Checks one input against `job`, turns it into an event (with the fields only
+/// the server knows: `rate`/`eta_seconds`, `stalled_for`), folds it in and queues
+/// it; returns its seq.
+fn push_event(
+    job: &mut Job,
+    shared_id: &Arc<str>,
+    project: &Option<Arc<str>>,
+    input: EventInput,
+    now: Timestamp,
+    out: &mut Applied,
+) -> Result<u64, HubError> {
+    let status = job.check(&input)?;
+    let (mut body, event_id, metadata) = input.into_body();
+    match &mut body {
+        EventBody::Progress {
+            progress,
+            rate,
+            eta_seconds,
+            ..
+        } => (*rate, *eta_seconds) = job.estimate(*progress, now),
+        EventBody::Recovered { stalled_for } => {
+            let since = job.stalled_since.map_or(now.as_millis(), |t| t.as_millis());
+            *stalled_for = now.as_millis().saturating_sub(since) as f64 / 1000.0;
+        }
+        _ => {}
+    }
+    let kind = kind_of(&body, status);
+    let ev = Event {
+        body,
+        job_id: job.id.clone(),
+        seq: job.seq + 1,
+        timestamp: now,
+        status,
+        event_id,
+        metadata,
+    };
+    job.apply(&ev);
+    let bytes = serialize(&ev)?;
+    out.events.push(NewEvent {
+        published: Published {
+            job_id: shared_id.clone(),
+            seq: ev.seq,
+            kind,
+            bytes,
+            project: project.clone(),
+            encodings: Default::default(),
+        },
+        event_id: ev.event_id,
+    });
+    Ok(ev.seq)
 }
 
 /// Moves `job.history_start` so at most `max` events are kept; returns the range of
@@ -139,7 +174,10 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
     job.tenant.clone_from(&new.tenant);
     job.created_by.clone_from(&new.created_by);
     let ev = Event {
-        body: EventBody::Created { project },
+        body: EventBody::Created {
+            project,
+            options: new.options,
+        },
         job_id: id.to_owned(),
         seq: 1,
         timestamp: now,
@@ -176,6 +214,11 @@ pub fn owner_route(job: &Job) -> String {
 }
 
 /// The canonical text of a create request, to tell an identical retry from a conflict.
-pub fn create_fingerprint(project: &Option<String>, metadata: &Map<String, Value>) -> Vec<u8> {
-    serde_json::to_vec(&(project, metadata)).unwrap_or_default()
+pub fn create_fingerprint(new: &NewJob) -> Vec<u8> {
+    if new.options.is_empty() {
+        // The text jobs created before options existed were fingerprinted with.
+        serde_json::to_vec(&(&new.project, &new.metadata)).unwrap_or_default()
+    } else {
+        serde_json::to_vec(&(&new.project, &new.metadata, &new.options)).unwrap_or_default()
+    }
 }

@@ -26,10 +26,11 @@ use crate::channel;
 use crate::engine::apply::{self, ApplyError};
 use crate::engine::tail::{Snapshot, TailCache, PER_JOB_EVENTS};
 use crate::engine::{
-    history_window, BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, NewJob,
-    NotificationPage,
+    history_window, BoxFuture, Created, Engine, HistoryPage, ListPage, ListQuery, Live, NewJob,
+    NotificationPage, Outcome,
 };
 use crate::error::HubError;
+use crate::liveness::Deadlines;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::{EventKind, Published};
@@ -107,7 +108,7 @@ enum Request {
     Publish {
         job_id: String,
         events: Vec<EventInput>,
-        reply: oneshot::Sender<Result<Vec<u64>, HubError>>,
+        reply: oneshot::Sender<Result<Outcome, HubError>>,
     },
     Sweep,
     /// Sent every [`PROBE_INTERVAL`] while unhealthy, so readiness comes back
@@ -121,6 +122,8 @@ enum Request {
 /// The embedded, durable engine.
 pub struct Embedded {
     store: Arc<Store>,
+    /// Liveness deadlines (in memory; rebuilt from the snapshots at open).
+    deadlines: Deadlines,
     tail: Arc<TailCache>,
     tx: mpsc::Sender<Request>,
     closing: AtomicBool,
@@ -199,8 +202,11 @@ impl Embedded {
                 }
             });
         }
+        let deadlines = Deadlines::default();
+        restore_deadlines(&store, &deadlines)?;
         Ok(Arc::new(Embedded {
             store,
+            deadlines,
             tail,
             tx,
             closing: AtomicBool::new(false),
@@ -276,7 +282,7 @@ impl Engine for Embedded {
         &'a self,
         job_id: &'a str,
         events: Vec<EventInput>,
-    ) -> BoxFuture<'a, Result<Vec<u64>, HubError>> {
+    ) -> BoxFuture<'a, Result<Outcome, HubError>> {
         let job_id = job_id.to_owned();
         Box::pin(self.request(|reply| Request::Publish {
             job_id,
@@ -377,6 +383,26 @@ impl Engine for Embedded {
         Box::pin(self.read(move |db| read_notifications(db, &owner, after, limit)))
     }
 
+    fn set_deadline<'a>(
+        &'a self,
+        member: &'a str,
+        at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<(), HubError>> {
+        self.deadlines.set(member, at);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn due_deadlines(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, HubError>> {
+        if self.closing.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(Err(HubError::ShuttingDown)));
+        }
+        Box::pin(std::future::ready(Ok(self.deadlines.due(now, limit))))
+    }
+
     fn is_ready(&self) -> bool {
         !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
     }
@@ -392,6 +418,41 @@ impl Engine for Embedded {
             }
         })
     }
+}
+
+/// Rebuilds the liveness deadlines of every running job with liveness settings from
+/// its stored snapshot (see [`Deadlines::restore`]).
+fn restore_deadlines(store: &Store, deadlines: &Deadlines) -> Result<(), HubError> {
+    let db = store.db()?;
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
+    for item in jobs.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        // Cheap filter first: most jobs have no liveness settings.
+        let bytes = v.value();
+        if may_have_timers(bytes) {
+            if let Ok(job) = serde_json::from_slice::<Job>(bytes) {
+                if !job.status.is_terminal() {
+                    deadlines.restore(k.value(), &job);
+                }
+            }
+        }
+    }
+    if !deadlines.is_empty() {
+        tracing::info!(count = deadlines.len(), "liveness deadlines restored");
+    }
+    Ok(())
+}
+
+/// Whether a stored snapshot may carry liveness settings.
+fn may_have_timers(bytes: &[u8]) -> bool {
+    [
+        &b"\"heartbeat_timeout\""[..],
+        b"\"cancel_timeout\"",
+        b"\"stall_fail_after\"",
+    ]
+    .iter()
+    .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
 }
 
 fn read_job(
@@ -565,8 +626,8 @@ enum Ack {
         Result<Box<Created>, HubError>,
     ),
     Publish(
-        oneshot::Sender<Result<Vec<u64>, HubError>>,
-        Result<Vec<u64>, HubError>,
+        oneshot::Sender<Result<Outcome, HubError>>,
+        Result<Outcome, HubError>,
     ),
     Shutdown(oneshot::Sender<()>),
 }
@@ -868,7 +929,7 @@ impl Writer {
         new: NewJob,
         now: Timestamp,
     ) -> Result<Created, Fail> {
-        let fingerprint = apply::create_fingerprint(&new.project, &new.metadata);
+        let fingerprint = apply::create_fingerprint(&new);
         if let Some(existing) = self.load(t, group, &new.key)? {
             let same = t
                 .creates
@@ -899,7 +960,7 @@ impl Writer {
         job_id: &str,
         inputs: Vec<EventInput>,
         now: Timestamp,
-    ) -> Result<Vec<u64>, Fail> {
+    ) -> Result<Outcome, Fail> {
         let mut job = self
             .load(t, group, job_id)?
             .ok_or(Fail::Refuse(HubError::NotFound))?;
@@ -953,8 +1014,12 @@ impl Writer {
             .fanout
             .extend(applied.events.into_iter().map(|e| e.published));
         group.fanout.extend(notification);
+        let live = Live::of(&job);
         group.dirty.insert(job_id.to_owned(), Dirty::new(job));
-        Ok(applied.seqs)
+        Ok(Outcome {
+            seqs: applied.seqs,
+            live,
+        })
     }
 
     /// Deletes terminal jobs whose expiry time has passed.

@@ -142,12 +142,28 @@ impl Dialect for A6hub {
                 }),
                 t,
             ),
-            EventBody::Cancelled { reason } => msg(
+            EventBody::Cancelled { reason, .. } => msg(
                 "complete",
                 json!({"status": "cancelled", "message": reason.as_deref().unwrap_or("Build cancelled")}),
                 t,
             ),
             EventBody::Failed { error, .. } => msg("error", json!({"error_message": error}), t),
+            // a6hub has no words for liveness: its build page shows them as log lines.
+            EventBody::Stalled { heartbeat_timeout } => msg(
+                "log",
+                json!({"log_line": format!("[jobwire] worker stalled: no heartbeat for {heartbeat_timeout} s")}),
+                t,
+            ),
+            EventBody::Recovered { stalled_for } => msg(
+                "log",
+                json!({"log_line": format!("[jobwire] worker recovered after {stalled_for} s")}),
+                t,
+            ),
+            EventBody::CancelRequested { reason, .. } => msg(
+                "log",
+                json!({"log_line": format!("[jobwire] cancel requested{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())}),
+                t,
+            ),
             _ => None,
         }
     }

@@ -75,6 +75,7 @@ impl Bridge {
                     project: None,
                     metadata: Map::new(),
                     created_by: None,
+                    options: Default::default(),
                 };
                 self.hub.create_job(&self.access, create).await?;
                 self.publish_started(job, events).await

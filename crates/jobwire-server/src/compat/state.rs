@@ -99,12 +99,18 @@ impl JobState {
             }
         };
         match &ev.body {
-            EventBody::Created { .. } | EventBody::Log { .. } | EventBody::Custom { .. } => {}
+            EventBody::Created { .. }
+            | EventBody::Log { .. }
+            | EventBody::Custom { .. }
+            | EventBody::Stalled { .. }
+            | EventBody::Recovered { .. }
+            | EventBody::CancelRequested { .. } => {}
             EventBody::Status { message } => set(&mut self.message, message),
             EventBody::Progress {
                 progress,
                 stage,
                 message,
+                ..
             } => {
                 self.progress = *progress;
                 set(&mut self.stage, stage);
@@ -135,7 +141,7 @@ impl JobState {
             EventBody::Failed { error, message } => {
                 self.message = Some(message.clone().unwrap_or_else(|| error.clone()));
             }
-            EventBody::Cancelled { reason } => set(&mut self.message, reason),
+            EventBody::Cancelled { reason, .. } => set(&mut self.message, reason),
         }
         Changed {
             status: before.0 != self.status,

@@ -74,6 +74,7 @@ async fn create(State(st): State<AppState>, Caller(caller): Caller) -> Result<Re
                 project: None,
                 metadata: Map::new(),
                 created_by: caller.sub.clone(),
+                options: Default::default(),
             },
         )
         .await?;

@@ -1,5 +1,6 @@
-//! The job endpoints: create, get, list, publish, history (JSON), cancel. The SSE
-//! stream shares the history path and is chosen by `Accept: text/event-stream`.
+//! The job endpoints: create, get, list, publish, history (JSON), cancel, heartbeat
+//! and the worker's control stream. The SSE stream shares the history path and is
+//! chosen by `Accept: text/event-stream`.
 
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
@@ -16,7 +17,7 @@ use axum::Json;
 use bytes::{BufMut, Bytes, BytesMut};
 use jobwire_core::engine::ListQuery;
 use jobwire_core::CreateJob;
-use jobwire_proto::{ErrorCode, EventInput, JobId, JobStatus};
+use jobwire_proto::{ErrorCode, EventInput, JobId, JobOptions, JobStatus};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -31,6 +32,9 @@ struct CreateBody {
     project: Option<String>,
     #[serde(default)]
     metadata: Map<String, Value>,
+    heartbeat_timeout: Option<f64>,
+    stall_fail_after: Option<f64>,
+    cancel_timeout: Option<f64>,
 }
 
 fn invalid_request(e: impl std::fmt::Display) -> ApiError {
@@ -66,6 +70,11 @@ pub(super) async fn create(
                 project: body.project,
                 metadata: body.metadata,
                 created_by: caller.sub.clone(),
+                options: JobOptions {
+                    heartbeat_timeout: body.heartbeat_timeout,
+                    stall_fail_after: body.stall_fail_after,
+                    cancel_timeout: body.cancel_timeout,
+                },
             },
         )
         .await?;
@@ -185,8 +194,13 @@ pub(super) async fn publish(
     caller.require(Scope::Publish)?;
     let events = parse_events(json_body(body)?)?;
     st.publish_limiter.charge(&caller, ip, events.len())?;
-    let seqs = st.hub.publish(&caller.access, &id, events).await?;
-    Ok(Json(json!({"job_id": id, "seqs": seqs})).into_response())
+    let out = st.hub.publish(&caller.access, &id, events).await?;
+    let reply = json!({
+        "job_id": id,
+        "seqs": out.seqs,
+        "cancel_requested": out.live.cancel_requested,
+    });
+    Ok(Json(reply).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -194,9 +208,13 @@ pub(super) async fn publish(
 struct CancelBody {
     reason: Option<String>,
     event_id: Option<String>,
+    /// End the job now instead of asking its worker.
+    #[serde(default)]
+    force: bool,
 }
 
-/// `POST /v1/jobs/{id}/cancel`
+/// `POST /v1/jobs/{id}/cancel`: asks a running job's worker to stop
+/// (`cancel_requested`); ends a job no worker has started, or any job with `force`.
 pub(super) async fn cancel(
     State(st): State<AppState>,
     Caller(caller): Caller,
@@ -204,7 +222,7 @@ pub(super) async fn cancel(
     ApiPath(id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Publish)?;
+    caller.require(Scope::Cancel)?;
     st.publish_limiter.charge(&caller, ip, 1)?;
     let value = json_body(body)?;
     let body: CancelBody = if value.is_null() {
@@ -212,18 +230,76 @@ pub(super) async fn cancel(
     } else {
         serde_json::from_value(value).map_err(invalid_request)?
     };
-    let mut ev = json!({"type": "cancelled"});
-    if let Some(r) = body.reason {
-        ev["reason"] = Value::String(r);
+    if let Some(e) = &body.event_id {
+        EventInput::from_value(json!({"type": "cancelled", "event_id": e}))?;
     }
-    if let Some(e) = body.event_id {
-        ev["event_id"] = Value::String(e);
-    }
-    let seqs = st
+    let out = st
         .hub
-        .publish(&caller.access, &id, vec![EventInput::from_value(ev)?])
+        .cancel(
+            &caller.access,
+            &id,
+            caller.sub.clone(),
+            body.reason,
+            body.event_id,
+            body.force,
+        )
         .await?;
-    Ok(Json(json!({"job_id": id, "seqs": seqs})).into_response())
+    let reply = json!({
+        "job_id": id,
+        "seqs": out.seqs,
+        "status": out.live.status,
+        "cancel_requested": out.live.cancel_requested,
+    });
+    Ok(Json(reply).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    progress: Option<f64>,
+    checkpoint: Option<Value>,
+}
+
+/// `POST /v1/jobs/{id}/heartbeat`: the worker is alive (renews the job's
+/// `heartbeat_timeout`); optionally with progress and a checkpoint.
+pub(super) async fn heartbeat(
+    State(st): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Publish)?;
+    let value = json_body(body)?;
+    let body: HeartbeatBody = if value.is_null() {
+        HeartbeatBody::default()
+    } else {
+        serde_json::from_value(value).map_err(invalid_request)?
+    };
+    let live = st
+        .hub
+        .heartbeat(&caller.access, &id, body.progress, body.checkpoint)
+        .await?;
+    let reply = json!({
+        "job_id": id,
+        "status": live.status,
+        "cancel_requested": live.cancel_requested,
+    });
+    Ok(Json(reply).into_response())
+}
+
+/// `GET /v1/jobs/{id}/control`: the worker's control stream (SSE): the job's state,
+/// then `cancel_requested` as soon as someone asks, then `end`.
+pub(super) async fn control(
+    State(st): State<AppState>,
+    Caller(caller): Caller,
+    PeerIp(ip): PeerIp,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    if !caller.has(Scope::Publish) {
+        caller.require(Scope::Watch)?;
+    }
+    let permit = st.limiter.acquire(ip, caller.access.tenant.as_deref())?;
+    sse::control_stream(st, caller, permit, id).await
 }
 
 #[derive(Deserialize)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Scopes a key may carry.
-const SCOPES: [&str; 3] = ["jobs:publish", "jobs:watch", "jobs:admin"];
+const SCOPES: [&str; 4] = ["jobs:publish", "jobs:watch", "jobs:cancel", "jobs:admin"];
 /// Scope of a key created without `scopes`.
 const DEFAULT_SCOPE: &str = "jobs:publish";
 /// Longest label, in characters.

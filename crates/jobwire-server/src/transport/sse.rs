@@ -43,6 +43,16 @@ fn data_chunk(json: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// Which frames an SSE stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// Every event (`GET /v1/jobs/{id}/events`).
+    Events,
+    /// The worker's control stream (`GET /v1/jobs/{id}/control`): the job's state
+    /// once, then only what a worker must act on (`cancel_requested`, the end).
+    Control,
+}
+
 /// Starts an SSE stream for `id` from `since` (or the `Last-Event-ID` header).
 pub(crate) async fn stream(
     st: AppState,
@@ -51,6 +61,37 @@ pub(crate) async fn stream(
     id: String,
     headers: &HeaderMap,
     since: Option<u64>,
+) -> Result<Response, ApiError> {
+    start(st, caller, permit, id, headers, since, Feed::Events).await
+}
+
+/// Starts the control stream of job `id` for its worker.
+pub(crate) async fn control_stream(
+    st: AppState,
+    caller: Principal,
+    permit: Permit,
+    id: String,
+) -> Result<Response, ApiError> {
+    start(
+        st,
+        caller,
+        permit,
+        id,
+        &HeaderMap::new(),
+        None,
+        Feed::Control,
+    )
+    .await
+}
+
+async fn start(
+    st: AppState,
+    caller: Principal,
+    permit: Permit,
+    id: String,
+    headers: &HeaderMap,
+    since: Option<u64>,
+    feed: Feed,
 ) -> Result<Response, ApiError> {
     let last_event_id = headers
         .get("last-event-id")
@@ -63,12 +104,23 @@ pub(crate) async fn stream(
     if job.status.is_terminal() && since.is_some_and(|s| s >= job.seq) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    if feed == Feed::Control && job.status.is_terminal() {
+        return Err(ApiError::new(
+            jobwire_proto::ErrorCode::JobTerminal,
+            format!(
+                "job is {}; there is nothing left to control",
+                job.status.as_str()
+            ),
+        ));
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNK_BUFFER);
     let wire = SseWire {
         tx,
         write_timeout: st.config.write_timeout,
         keepalive: st.config.sse_keepalive,
         metrics: st.hub.metrics().clone(),
+        feed,
+        cancel_sent: false,
     };
     let spec = Spec {
         caller,
@@ -102,6 +154,9 @@ struct SseWire {
     write_timeout: Duration,
     keepalive: Duration,
     metrics: std::sync::Arc<jobwire_core::metrics::Metrics>,
+    feed: Feed,
+    /// Control stream: `cancel_requested` went out (it is sent once).
+    cancel_sent: bool,
 }
 
 impl SseWire {
@@ -127,6 +182,53 @@ impl SseWire {
     }
 }
 
+/// A control-stream frame: `event: control` with one JSON object.
+fn control_frame(v: &serde_json::Value) -> Bytes {
+    let mut b = BytesMut::with_capacity(96);
+    b.put_slice(b"event: control\ndata: ");
+    b.put_slice(v.to_string().as_bytes());
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+impl SseWire {
+    /// What the control stream sends for `out`, if anything.
+    fn control_chunk(&mut self, out: Output<'_>) -> Option<Bytes> {
+        use serde_json::json;
+        let (seq, bytes) = match out {
+            Output::Snapshot { job } => {
+                self.cancel_sent = job.cancel_requested.is_some();
+                return Some(control_frame(&json!({
+                    "type": "state",
+                    "seq": job.seq,
+                    "status": job.status,
+                    "cancel_requested": job.cancel_requested.is_some(),
+                    "cancel": job.cancel_requested,
+                })));
+            }
+            Output::Live(p) => (p.seq, &p.bytes),
+            Output::Replayed { seq, bytes, .. } => (seq, bytes),
+            Output::Notification { .. } | Output::Frame(_) => return None,
+        };
+        // Events are serialized with their `type` first: only the two kinds a worker
+        // acts on are parsed.
+        if bytes.starts_with(br#"{"type":"cancel_requested""#) && !self.cancel_sent {
+            self.cancel_sent = true;
+            let ev: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            return Some(control_frame(&json!({
+                "type": "cancel_requested",
+                "seq": seq,
+                "by": ev.get("by"),
+                "reason": ev.get("reason"),
+            })));
+        }
+        let ev: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let status = ev.get("status").and_then(|s| s.as_str())?;
+        let terminal = jobwire_proto::JobStatus::parse(status).is_some_and(|s| s.is_terminal());
+        terminal.then(|| control_frame(&json!({"type": "end", "seq": seq, "status": status})))
+    }
+}
+
 impl Wire for SseWire {
     async fn start(&mut self) -> Result<(), WireError> {
         self.send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
@@ -139,6 +241,12 @@ impl Wire for SseWire {
     }
 
     async fn feed(&mut self, out: Output<'_>) -> Result<bool, WireError> {
+        if self.feed == Feed::Control {
+            return match self.control_chunk(out) {
+                Some(chunk) => self.send(chunk).await.map(|()| true),
+                None => Ok(false),
+            };
+        }
         let chunk = match out {
             // No `id:` on the snapshot: Last-Event-ID must only advance with events
             // actually sent, or a drop during the replay would skip the rest of it.
