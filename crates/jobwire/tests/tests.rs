@@ -40,6 +40,9 @@
 //!   event exactly once), damaged store files (cut, 0 bytes, garbled: refused at
 //!   startup without a panic, `store check`, `store repair`), Redis at `maxmemory`.
 //! - `cli`: the publishing commands, `watch` (exit codes, survives a restart), `demo`.
+//! - `semantics`: liveness (`stalled`/`recovered`/`worker_lost`, heartbeats, deadlines
+//!   across `kill -9` and across two instances on Redis), cancel routed to the worker
+//!   (control stream, publish reply, `cancel_timeout`, `jobs:cancel`), rate and ETA.
 //! - `keys`: worker API keys (create, list, revoke, tenant isolation, scopes, both
 //!   engines, across instances, the `jobwire keys` CLI), publish rate limits (429 +
 //!   Retry-After) and the handshake timeout against slow-loris clients.
@@ -59,5 +62,6 @@ mod faults;
 mod isolation;
 mod keys;
 mod redis_tls;
+mod semantics;
 mod sse;
 mod websocket;
