@@ -251,8 +251,13 @@ mod tests {
         d.set("b:b", Some(Timestamp(1000)));
         assert_eq!(d.due(Timestamp(250), 10), vec!["t:a"]);
         d.set("t:a", None);
-        assert!(d.due(Timestamp(999), 10).is_empty());
-        assert_eq!(d.due(Timestamp(5000), 1), vec!["b:a"]);
+        assert!(d.due(Timestamp(299), 10).is_empty());
+        assert_eq!(d.due(Timestamp(999), 10), vec!["b:a"]);
+        assert_eq!(
+            d.due(Timestamp(5000), 1),
+            vec!["b:a"],
+            "the limit takes the earliest"
+        );
         assert_eq!(d.len(), 2);
     }
 }
