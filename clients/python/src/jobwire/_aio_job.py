@@ -133,7 +133,7 @@ class AsyncJob:
         await self._immediate(ev)
 
     async def confirm_cancelled(self, reason: Optional[str] = None) -> None:
-        await self.cancel(reason if reason is not None else self._cancel.reason)
+        await self.cancel(reason)
 
     # ---- liveness and cancel (as on `Job`) ----
 
@@ -282,8 +282,6 @@ class AsyncJob:
             evs = [] if own else h.exception_events(exc_type, exc, tb)
             if evs and self._cancel.requested:
                 evs[-1] = {"type": "cancelled"}
-                if self._cancel.reason is not None:
-                    evs[-1]["reason"] = self._cancel.reason
             for ev in evs[:-1]:
                 self._q.push_log(ev)
             try:

@@ -70,7 +70,9 @@ class CancelState:
         typ = frame.get("type")
         if typ == "state":
             if frame.get("cancel_requested") is True:
-                self.mark(frame.get("by"), frame.get("reason"))
+                req = frame.get("cancel")  # the server also sends {"at", "by"?, "reason"?}
+                req = req if isinstance(req, Mapping) else frame
+                self.mark(req.get("by"), req.get("reason"))
             return frame.get("status") in TERMINAL_STATUSES
         if typ == "cancel_requested":
             self.mark(frame.get("by"), frame.get("reason"))

@@ -140,8 +140,10 @@ class Job:
         self._immediate(ev)
 
     def confirm_cancelled(self, reason: Optional[str] = None) -> None:
-        """Confirm a requested cancel: publish `cancelled` (reason defaults to the request's)."""
-        self.cancel(reason if reason is not None else self._cancel.reason)
+        """Confirm a requested cancel: publish `cancelled` (terminal).
+
+        The request's own reason stays in the snapshot's `cancel_requested`."""
+        self.cancel(reason)
 
     # ---- liveness and cancel ----
 
@@ -320,8 +322,6 @@ class Job:
                 evs = []
             elif self._cancel.requested:  # e.g. the on_cancel callback killed the work
                 evs = [*evs[:-1], {"type": "cancelled"}]
-                if self._cancel.reason is not None:
-                    evs[-1]["reason"] = self._cancel.reason
             for ev in evs[:-1]:
                 self._q.push_log(ev)
             try:
