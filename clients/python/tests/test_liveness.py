@@ -286,3 +286,18 @@ def test_async_heartbeat_on_cancel_and_with(server: Server) -> None:
                 await c.job(uid("ghost"), create=False).heartbeat()
 
     asyncio.run(main())
+
+
+def test_on_cancel_listener_reconnects_after_a_server_restart(fresh_server: Server) -> None:
+    with jobwire.Client(fresh_server.url) as c:
+        job = c.job(uid())
+        job.start()
+        fired = threading.Event()
+        job.on_cancel(fired.set)
+        time.sleep(0.3)
+        fresh_server.kill9()
+        fresh_server.start()  # same port and data: the job is still in progress
+        res = c.cancel(job.id, reason="after restart")
+        assert not res.ended
+        assert fired.wait(3.0), "the listener did not come back"
+        job.confirm_cancelled()

@@ -38,7 +38,6 @@ from .errors import (
     JobwireError,
     ServerError,
     TokenExpired,
-    TransportError,
     Unauthorized,
 )
 
@@ -173,10 +172,8 @@ class AsyncJob:
             self._listener = loop.create_task(self._listen())
 
     async def _listen(self) -> None:
+        """The control-stream listener task, on its own connection, until the job ends."""
         client = self.client
-        path = job_path(self.id, "/control")
-        timeout = httpx.Timeout(client.config.timeout, read=CONTROL_READ_TIMEOUT)
-        retry = 0
         if self._create is not None:
             try:
                 async with self._send_lock():
@@ -184,41 +181,49 @@ class AsyncJob:
             except JobwireError as exc:
                 log.warning("jobwire: control stream of job %s: %s", self.id, exc)
                 return
-        while not client._closed:
-            try:
-                http = client._bind()
-                headers = dict(client._headers, Accept="text/event-stream")
-                async with http.stream("GET", path, headers=headers, timeout=timeout) as r:
-                    if r.status_code != 200:
-                        await r.aread()
-                        parse_response(r.status_code, r.text, r.headers.get("retry-after"),
-                                       Request("GET", path, ok=(200,)))
+        timeout = httpx.Timeout(client.config.timeout, read=CONTROL_READ_TIMEOUT)
+        async with httpx.AsyncClient(base_url=client.config.url, timeout=timeout) as http:
+            retry = 0
+            while not client._closed:
+                try:
+                    if await self._listen_once(http):
+                        return
                     retry = 0
-                    dec = SseDecoder()
-                    async for line in r.aiter_lines():
-                        msg = dec.line(line)
-                        frame = control_frame(*msg) if msg is not None else None
-                        if frame is None:
-                            continue
-                        done = self._cancel.on_control(frame)
-                        await _call_all(self._cancel.due(), self.id)
-                        if done:
-                            return
-            except (TokenExpired, Unauthorized) as exc:
-                if not client.config.refreshable:
-                    log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                except (TokenExpired, Unauthorized) as exc:
+                    if not client.config.refreshable:
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                    client._headers = client.config.headers()
+                except JobTerminal:
                     return
-                client._headers = client.config.headers()
-            except (JobNotFound, JobTerminal):
-                return
-            except ServerError as exc:
-                if not retryable(exc):
-                    log.warning("jobwire: control stream of job %s: %s", self.id, exc)
-                    return
-            except (httpx.HTTPError, TransportError, OSError):
-                pass
-            await asyncio.sleep(client.retry.delay(retry))
-            retry += 1
+                except ServerError as exc:
+                    if not retryable(exc):
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                except (httpx.HTTPError, OSError):
+                    pass
+                await asyncio.sleep(client.retry.delay(retry))
+                retry += 1
+
+    async def _listen_once(self, http: httpx.AsyncClient) -> bool:
+        path = job_path(self.id, "/control")
+        headers = dict(self.client._headers, Accept="text/event-stream")
+        async with http.stream("GET", path, headers=headers) as r:
+            if r.status_code != 200:
+                await r.aread()
+                parse_response(r.status_code, r.text, r.headers.get("retry-after"),
+                               Request("GET", path, ok=(200,)))
+            dec = SseDecoder()
+            async for line in r.aiter_lines():
+                msg = dec.line(line)
+                frame = control_frame(*msg) if msg is not None else None
+                if frame is None:
+                    continue
+                done = self._cancel.on_control(frame)
+                await _call_all(self._cancel.due(), self.id)
+                if done:
+                    return True
+        return False
 
     async def _beat(self) -> None:
         every = self.heartbeat_every or 0.0

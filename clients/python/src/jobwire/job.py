@@ -43,7 +43,6 @@ from .errors import (
     JobwireError,
     ServerError,
     TokenExpired,
-    TransportError,
     Unauthorized,
 )
 
@@ -205,46 +204,55 @@ class Job:
                              name=f"jobwire-on-cancel-{self.id}", daemon=True).start()
 
     def _listen(self) -> None:
-        """The control-stream listener (its own thread): until `end` or stopped."""
+        """The control-stream listener (its own thread): until `end` or stopped.
+
+        It has its own connection, so many listeners never starve the client's pool."""
         client = self.client
-        path = job_path(self.id, "/control")
         timeout = httpx.Timeout(client.config.timeout, read=CONTROL_READ_TIMEOUT)
-        retry = 0
-        while not self._listen_stop.is_set() and not client._closed:
-            try:
-                headers = dict(client._headers, Accept="text/event-stream")
-                with client._http.stream("GET", path, headers=headers, timeout=timeout) as r:
-                    if r.status_code != 200:
-                        r.read()
-                        parse_response(r.status_code, r.text, r.headers.get("retry-after"),
-                                       Request("GET", path, ok=(200,)))
+        with httpx.Client(base_url=client.config.url, timeout=timeout) as http:
+            retry = 0
+            while not self._listen_stop.is_set() and not client._closed:
+                try:
+                    if self._listen_once(http):
+                        return
                     retry = 0
-                    dec = SseDecoder()
-                    for line in r.iter_lines():
-                        msg = dec.line(line)
-                        frame = control_frame(*msg) if msg is not None else None
-                        if frame is None:
-                            continue
-                        done = self._cancel.on_control(frame)
-                        _call_all(self._cancel.due(), self.id)
-                        if done or self._listen_stop.is_set():
-                            return
-            except (TokenExpired, Unauthorized) as exc:
-                if not client.config.refreshable:
-                    log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                except (TokenExpired, Unauthorized) as exc:
+                    if not client.config.refreshable:
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                    client._refresh_token()
+                except JobTerminal:
                     return
-                client._refresh_token()
-            except (JobNotFound, JobTerminal):
-                return
-            except ServerError as exc:
-                if not retryable(exc):
-                    log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                except ServerError as exc:
+                    if not retryable(exc):  # e.g. the job does not exist
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                except (httpx.HTTPError, OSError):
+                    pass  # dropped or refused: reconnect
+                if self._listen_stop.wait(client.retry.delay(retry)):
                     return
-            except (httpx.HTTPError, TransportError, OSError):
-                pass  # dropped or refused: reconnect
-            if self._listen_stop.wait(client.retry.delay(retry)):
-                return
-            retry += 1
+                retry += 1
+
+    def _listen_once(self, http: httpx.Client) -> bool:
+        """One connection to the control stream; True once the job ended (or stopped)."""
+        path = job_path(self.id, "/control")
+        headers = dict(self.client._headers, Accept="text/event-stream")
+        with http.stream("GET", path, headers=headers) as r:
+            if r.status_code != 200:
+                r.read()
+                parse_response(r.status_code, r.text, r.headers.get("retry-after"),
+                               Request("GET", path, ok=(200,)))
+            dec = SseDecoder()
+            for line in r.iter_lines():
+                msg = dec.line(line)
+                frame = control_frame(*msg) if msg is not None else None
+                if frame is None:
+                    continue
+                done = self._cancel.on_control(frame)
+                _call_all(self._cancel.due(), self.id)
+                if done or self._listen_stop.is_set():
+                    return True
+        return False
 
     def _beat(self) -> None:
         """The automatic heartbeat (its own thread): only when nothing else renewed lately."""
