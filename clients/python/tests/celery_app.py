@@ -36,6 +36,16 @@ def render(self: JobwireTask, frames: int) -> dict:
     return {"frames": frames}
 
 
+@app.task(bind=True, base=JobwireTask)
+def cancellable(self: JobwireTask, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        self.job.heartbeat()
+        self.job.raise_if_cancelled()  # stops the task: its job ends cancelled
+        time.sleep(0.05)
+    return "not cancelled"
+
+
 @app.task
 def boom() -> None:
     raise ValueError("bad frame 7")

@@ -131,6 +131,20 @@ def test_revoked_task_is_cancelled(worker: Any, server: Server) -> None:
     assert finished(c, busy.id)["result"] == "slept"
 
 
+def test_running_task_stops_on_a_requested_cancel(worker: Any, server: Server) -> None:
+    c = jobwire.Client(server.url)
+    r = worker.cancellable.delay(10)
+    wait_for(lambda: _status(c, r.id) == "in_progress", 10, "the task to start")
+    res = c.cancel(r.id, reason="user asked")
+    assert not res.ended and res.cancel_requested and res.status == "in_progress"
+    snap = finished(c, r.id, timeout=5)
+    assert snap["status"] == "cancelled" and snap["cancel_requested"]["reason"] == "user asked"
+    evs = [e["type"] for e in c.history(r.id)]
+    assert evs[-2:] == ["cancel_requested", "cancelled"] and "failed" not in evs
+    # The worker process survived (no terminate): it still runs the next task.
+    assert finished(c, worker.add.delay(2, 2).id)["result"] == 4
+
+
 def _status(c: jobwire.Client, jid: str) -> Any:
     try:
         return c.get_job(jid)["status"]

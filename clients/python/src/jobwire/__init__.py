@@ -2,7 +2,8 @@
 
 # Layout
 - `client`: `Client` (sync): HTTP API with retries, `watch()`, the background flusher.
-- `aio`: `AsyncClient` and `AsyncJob`, the same surface for asyncio.
+- `aio`: `AsyncClient` (and `AsyncJob`, in `_aio_job`), the same surface for asyncio.
+- `_control`: the cancel state of a handle and the control stream's decoding.
 - `job`: `Job`, the worker's handle (progress coalescing, log batching, ordered delivery).
 - `errors`: `JobwireError` and one class per server error code; the close-code table.
 - `celery`: `install(app, client)` and `JobwireTask` (extra `jobwire[celery]`).
@@ -11,7 +12,7 @@
 
 from __future__ import annotations
 
-from ._core import RetryPolicy
+from ._core import CancelResult, RetryPolicy
 from .aio import AsyncClient, AsyncJob
 from .client import Client
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     AlreadySubscribed,
     AuthDisabled,
     BadRequest,
+    CancelRequested,
     DeliveryError,
     Forbidden,
     Internal,
@@ -64,6 +66,8 @@ __all__ = [
     "AsyncJob",
     "AuthDisabled",
     "BadRequest",
+    "CancelRequested",
+    "CancelResult",
     "Client",
     "DeliveryError",
     "Forbidden",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
-from .errors import InvalidEvent, InvalidJobId, ServerError, from_response
+from .errors import InvalidEvent, InvalidJobId, InvalidRequest, ServerError, from_response
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "jobwire-python/0.1.0"
@@ -217,8 +217,44 @@ def parse_response(status: int, text: str, retry_after: Optional[str], req: Requ
     raise from_response(status, body, parse_retry_after(retry_after))
 
 
+MAX_LIVENESS_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The liveness settings of a job at create (seconds; None = off, the default)."""
+
+    heartbeat_timeout: Optional[float] = None
+    stall_fail_after: Optional[float] = None
+    cancel_timeout: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_timeout", "stall_fail_after", "cancel_timeout"):
+            check_seconds(getattr(self, name), name)
+
+    def fields(self) -> Dict[str, float]:
+        out: Dict[str, float] = {}
+        for name in ("heartbeat_timeout", "stall_fail_after", "cancel_timeout"):
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = v
+        return out
+
+
+def check_seconds(value: Any, what: str) -> Optional[float]:
+    """None, or a number of seconds > 0 and <= 86400 (InvalidRequest otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0.0 < float(value) <= MAX_LIVENESS_SECONDS
+    ):
+        raise InvalidRequest(f"{what} must be a number of seconds > 0 and <= 86400, got {value!r}")
+    return float(value)
+
+
 def create_request(
-    job_id: Optional[str], project: Optional[str], metadata: Optional[Mapping[str, Any]]
+    job_id: Optional[str], project: Optional[str], metadata: Optional[Mapping[str, Any]],
+    liveness: Optional[Liveness] = None,
 ) -> Request:
     body: Dict[str, Any] = {"id": check_job_id(job_id) if job_id is not None else new_job_id()}
     if project is not None:
@@ -227,8 +263,63 @@ def create_request(
         if not isinstance(metadata, Mapping):
             raise InvalidEvent("metadata must be a dict")
         body["metadata"] = dict(metadata)
+    if liveness is not None:
+        # Only the fields that are set: a server without liveness refuses unknown fields.
+        body.update(liveness.fields())
     check_json(body, "job metadata")
     return Request("POST", "/v1/jobs", body=dumps(body))
+
+
+def heartbeat_request(job_id: str, progress: Any = None, checkpoint: Any = None) -> Request:
+    """`POST /v1/jobs/{id}/heartbeat`; without progress or checkpoint the body is empty."""
+    body: Dict[str, Any] = {}
+    if progress is not None:
+        body["progress"] = check_progress(progress)
+    if checkpoint is not None:
+        check_json(checkpoint, "checkpoint")
+        body["checkpoint"] = checkpoint
+    path = job_path(check_job_id(job_id), "/heartbeat")
+    return Request("POST", path, body=dumps(body) if body else None)
+
+
+def cancel_request(job_id: str, reason: Optional[str], force: bool) -> Request:
+    body: Dict[str, Any] = {"event_id": f"{new_event_id_prefix()}-c"}
+    if reason is not None:
+        if not isinstance(reason, str):
+            raise InvalidRequest(f"reason must be a string, got {type(reason).__name__}")
+        body["reason"] = reason
+    if force:
+        body["force"] = True  # sent only when set: older servers refuse unknown fields
+    return Request("POST", job_path(check_job_id(job_id), "/cancel"), body=dumps(body))
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The server's answer to `cancel()`.
+
+    `ended` is True when the job is over (it was pending or queued, or `force=True`);
+    otherwise the cancel was only requested (`cancel_requested`) and the worker is
+    expected to stop and confirm, or the job's `cancel_timeout` ends it.
+    """
+
+    job_id: str
+    seq: int
+    status: str
+    cancel_requested: bool
+    reply: Dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_reply(cls, job_id: str, reply: Mapping[str, Any]) -> CancelResult:
+        seqs = reply.get("seqs") or [0]
+        # A server without liveness ends the job at once and answers only job_id and seqs.
+        status = str(reply.get("status") or "cancelled")
+        return cls(job_id=str(reply.get("job_id", job_id)), seq=int(seqs[0]), status=status,
+                   cancel_requested=bool(reply.get("cancel_requested", False)),
+                   reply=dict(reply))
 
 
 def stamp_events(

@@ -1,4 +1,4 @@
-"""`AsyncClient` and `AsyncJob`: the asyncio twins of `Client` and `Job`.
+"""`AsyncClient` (and `AsyncJob`, from `_aio_job`): the asyncio twins of `Client` and `Job`.
 
 Same surface, same delivery rules: `await job.progress()` and `await job.log()` only
 queue; a flusher task (one per client and event loop) sends batches every
@@ -12,34 +12,34 @@ import asyncio
 import json
 import logging
 import time
-from types import TracebackType
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import httpx
 
-from . import _handle as h
+from ._aio_job import AsyncJob
 from ._core import (
+    CancelResult,
     Config,
     Event,
+    Liveness,
     Request,
     RetryPolicy,
     Snapshot,
     TokenSource,
+    cancel_request,
     check_job_id,
+    check_seconds,
     create_request,
     dumps,
+    heartbeat_request,
     job_path,
     list_params,
-    new_job_id,
     parse_response,
     retryable,
     stamp_events,
 )
-from ._queue import PER_EVENT_CODES, EventQueue
 from ._watch import WatchState, handshake_error
 from .errors import (
-    DeliveryError,
-    JobExists,
     JobwireError,
     ServerError,
     TokenExpired,
@@ -132,8 +132,11 @@ class AsyncClient:
     async def create_job(
         self, job_id: Optional[str] = None, *, project: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        heartbeat_timeout: Optional[float] = None, stall_fail_after: Optional[float] = None,
+        cancel_timeout: Optional[float] = None,
     ) -> Snapshot:
-        out: Snapshot = (await self._send(create_request(job_id, project, metadata)))["job"]
+        live = Liveness(heartbeat_timeout, stall_fail_after, cancel_timeout)
+        out: Snapshot = (await self._send(create_request(job_id, project, metadata, live)))["job"]
         return out
 
     async def get_job(self, job_id: str) -> Snapshot:
@@ -178,13 +181,16 @@ class AsyncClient:
             if not page["events"] or since >= end:
                 return
 
-    async def cancel(self, job_id: str, reason: Optional[str] = None) -> int:
-        body: Dict[str, Any] = {"event_id": stamp_events({"type": "cancelled"})[0]["event_id"]}
-        if reason is not None:
-            body["reason"] = reason
-        path = job_path(check_job_id(job_id), "/cancel")
-        res = await self._send(Request("POST", path, body=dumps(body)))
-        return int(res["seqs"][0])
+    async def cancel(self, job_id: str, reason: Optional[str] = None, *,
+                     force: bool = False) -> CancelResult:
+        """As `Client.cancel`: ends a job nobody started, else requests the cancel."""
+        jid = check_job_id(job_id)
+        return CancelResult.from_reply(jid, await self._send(cancel_request(jid, reason, force)))
+
+    async def heartbeat(self, job_id: str, progress: Optional[float] = None,
+                        checkpoint: Any = None) -> bool:
+        res = await self._send(heartbeat_request(job_id, progress, checkpoint))
+        return bool(isinstance(res, Mapping) and res.get("cancel_requested") is True)
 
     async def watch(
         self, job_id: str, since: Optional[int] = None, *, reconnect_for: float = 60.0,
@@ -249,11 +255,20 @@ class AsyncClient:
     def job(
         self, job_id: Optional[str] = None, *, project: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None, create: bool = True,
+        heartbeat_timeout: Optional[float] = None, stall_fail_after: Optional[float] = None,
+        cancel_timeout: Optional[float] = None, heartbeat_every: Optional[float] = None,
     ) -> AsyncJob:
+        """As `Client.job`; `heartbeat_every` runs a task while `async with` runs."""
         jid = check_job_id(job_id) if job_id is not None else None
+        every = check_seconds(heartbeat_every, "heartbeat_every")
+        live = Liveness(heartbeat_timeout, stall_fail_after, cancel_timeout)
         if jid is not None and jid in self._jobs:
-            return self._jobs[jid]
-        j = AsyncJob(self, jid, project=project, metadata=metadata, create=create)
+            j = self._jobs[jid]
+            if every is not None:
+                j.heartbeat_every = every
+            return j
+        j = AsyncJob(self, jid, project=project, metadata=metadata, create=create,
+                     liveness=live, heartbeat_every=every)
         self._jobs[j.id] = j
         return j
 
@@ -314,202 +329,4 @@ class AsyncClient:
         await self.close()
 
 
-class AsyncJob:
-    """Handle for one job under asyncio; get it from `AsyncClient.job()`; `async with` it."""
-
-    def __init__(
-        self, client: AsyncClient, job_id: Optional[str], *, project: Optional[str],
-        metadata: Optional[Mapping[str, Any]], create: bool,
-    ) -> None:
-        self.client = client
-        self.id = job_id or new_job_id()
-        self._create = create_request(self.id, project, metadata) if create else None
-        self._q = EventQueue(client.max_batch)
-        self._lock: Optional[asyncio.Lock] = None
-        self._started = False
-        self._failing_since: Optional[float] = None
-        self._retry_at = 0.0
-        self._retries = 0
-        self._stalled = False
-
-    def _send_lock(self) -> asyncio.Lock:
-        self.client._bind()
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    async def start(self, message: Optional[str] = None) -> None:
-        self._started = True
-        await self._immediate(h.status_event("in_progress", message), optional=True)
-
-    async def status(self, status: str, message: Optional[str] = None) -> None:
-        ev = h.status_event(status, message)
-        self._started = self._started or status == "in_progress"
-        await self._immediate(ev)
-
-    async def progress(
-        self, value: Optional[float] = None, *, current: Optional[float] = None,
-        total: Optional[float] = None, stage: Optional[str] = None,
-        message: Optional[str] = None, metadata: Optional[Mapping[str, Any]] = None,
-    ) -> None:
-        pct = h.progress_value(value, current, total)
-        if stage is not None and not isinstance(stage, str):
-            h.opt_str(stage, "stage")
-        if message is not None and not isinstance(message, str):
-            h.opt_str(message, "message")
-        self._started = True
-        self._q.push_progress(pct, stage, message, h.check_meta(metadata) if metadata else None)
-        self.client._kick()
-
-    async def step(self, name: str, label: Optional[str] = None, message: Optional[str] = None,
-                   ) -> None:
-        self._started = True
-        await self._immediate(h.step_event(name, label, message))
-
-    async def log(self, line: str, level: Optional[str] = None) -> None:
-        self._q.push_log(h.log_event(line, level))
-        self.client._kick()
-
-    async def custom(self, name: str, data: Any = None) -> None:
-        await self._immediate(h.custom_event(name, data))
-
-    async def complete(self, result: Any = None, message: Optional[str] = None,
-                 metadata: Optional[Mapping[str, Any]] = None) -> None:
-        ev = h.with_meta(h.completed_event(result, message), metadata)
-        if not self._started:
-            self._started = True
-            self._q.push(h.status_event("in_progress", None), optional=True)
-        await self._immediate(ev)
-
-    async def fail(self, error: Any, message: Optional[str] = None,
-             metadata: Optional[Mapping[str, Any]] = None) -> None:
-        await self._immediate(h.with_meta(h.failed_event(error, message), metadata))
-
-    async def cancel(self, reason: Optional[str] = None) -> None:
-        ev: Dict[str, Any] = {"type": "cancelled"}
-        if reason is not None:
-            ev["reason"] = h.opt_str(reason, "reason")
-        await self._immediate(ev)
-
-    @property
-    def finished(self) -> bool:
-        return self._q.terminal_queued
-
-    @property
-    def last_seq(self) -> int:
-        return self._q.last_seq
-
-    @property
-    def errors(self) -> List[JobwireError]:
-        return list(self._q.background_errors)
-
-    async def flush(self) -> None:
-        await self._drain(None, self.client.retry.attempts)
-
-    async def __aenter__(self) -> AsyncJob:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        if exc_type is None or exc is None:
-            if not self.finished:
-                await self.complete()
-            else:
-                await self.flush()
-            return
-        if not self.finished:
-            evs = h.exception_events(exc_type, exc, tb)
-            for ev in evs[:-1]:
-                self._q.push_log(ev)
-            try:
-                await self._immediate(evs[-1])
-            except JobwireError as err:
-                log.warning("jobwire: could not fail job %s: %s", self.id, err)
-
-    # ---- delivery ----
-
-    async def _immediate(self, ev: Dict[str, Any], optional: bool = False) -> None:
-        pos = self._q.push(ev, optional=optional)
-        await self._drain(pos, self.client.retry.attempts)
-        err = self._q.take_error(pos)
-        if err is not None:
-            raise err
-
-    async def _drain(self, until: Optional[int], attempts: int) -> None:
-        async with self._send_lock():
-            try:
-                await self._drain_locked(until, attempts)
-            except JobwireError as exc:
-                if retryable(exc):
-                    raise DeliveryError(
-                        f"job {self.id}: {exc}; events stay queued and are retried",
-                        self._q.pending_count(),
-                    ) from exc
-                raise
-            self._failing_since, self._retries, self._stalled = None, 0, False
-        if not self._q.has_work() and self._q.terminal_queued:
-            self.client._forget(self)
-
-    async def _drain_locked(self, until: Optional[int], attempts: int) -> None:
-        q = self._q
-        path = job_path(self.id, "/events")
-        while until is None or q.acked < until:
-            b = q.front()
-            if b is None:
-                return
-            if self._create is not None:
-                try:
-                    await self.client._send(self._create, attempts)
-                except JobExists:
-                    pass
-                self._create = None
-            try:
-                res = await self.client._send(Request("POST", path, body=b.body), attempts)
-            except ServerError as exc:
-                if retryable(exc):
-                    raise
-                q.refused_batch(b, exc)
-                final = len(b.entries) == 1 or exc.code not in PER_EVENT_CODES
-                waited = until is not None and any(e.pos == until for e in b.entries)
-                if final and not waited and not (
-                    b.entries[0].optional and exc.code in ("invalid_transition", "job_terminal")
-                ):
-                    log.warning("jobwire: job %s refused %d queued event(s) (%s): %s",
-                                self.id, len(b.entries), b.entries[0].event["type"], exc)
-                continue
-            q.acked_batch(b, list(res["seqs"]))
-
-    async def _background_flush(self) -> None:
-        if not self._q.has_work() or self._stalled:
-            return
-        now = time.monotonic()
-        if now < self._retry_at:
-            return
-        lock = self._send_lock()
-        if lock.locked():
-            return
-        async with lock:
-            try:
-                await self._drain_locked(None, 1)
-                self._failing_since, self._retries = None, 0
-            except JobwireError as exc:
-                if not retryable(exc):  # e.g. the create was refused: stop until a direct call
-                    self._stalled = True
-                    self._q.record(exc)
-                    log.error("jobwire: job %s: %s; %d events kept", self.id, exc,
-                              self._q.pending_count())
-                    return
-                self._failing_since = self._failing_since or now
-                if now - self._failing_since > self.client.background_retry_for:
-                    self._stalled = True
-                    log.error("jobwire: job %s: %d events undelivered (%s); flush() or close() "
-                              "will try again", self.id, self._q.pending_count(), exc)
-                    return
-                ra = exc.retry_after if isinstance(exc, ServerError) else None
-                self._retry_at = now + self.client.retry.delay(self._retries, ra)
-                self._retries += 1
-        if not self._q.has_work() and self._q.terminal_queued:
-            self.client._forget(self)
+__all__ = ["AsyncClient", "AsyncJob"]

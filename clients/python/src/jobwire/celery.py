@@ -5,6 +5,12 @@
 with the return value when that is JSON-serialisable, `task_failure` fails it with the
 exception's type and message (and the traceback as log lines), `task_revoked` cancels
 it. `JobwireTask` gives bound tasks `self.job` for progress, steps and logs.
+
+Cancel is cooperative, never `revoke(terminate=True)`: `client.cancel(task_id)` on a
+running task only requests it; the task sees it through `self.job.heartbeat()` or
+`self.job.cancel_requested` and stops with `self.job.raise_if_cancelled()`. A task
+that raises `CancelRequested` (or any exception once a cancel was requested) ends its
+job `cancelled`, not `failed`; Celery records the task as failed with that exception.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from celery import Celery, Task, signals
 
 from ._core import check_json
 from .client import Client
-from .errors import InvalidEvent, JobTerminal, JobwireError
+from .errors import CancelRequested, InvalidEvent, JobTerminal, JobwireError
 from .job import Job
 
 log = logging.getLogger("jobwire")
@@ -86,13 +92,16 @@ class _Integration:
         job = self.job(task_id, getattr(sender, "name", None))
         if job.finished:
             return
+        exc = exception if exception is not None else RuntimeError("task failed")
         tb = getattr(einfo, "traceback", None)
-        if isinstance(tb, str):
+        if isinstance(tb, str) and not isinstance(exc, CancelRequested):
             for line in tb.rstrip("\n").split("\n"):
                 job.log(line, level="error")
-        exc = exception if exception is not None else RuntimeError("task failed")
         try:
-            job.fail(exc)
+            if isinstance(exc, CancelRequested) or job.cancel_requested:
+                job.confirm_cancelled()
+            else:
+                job.fail(exc)
         except JobTerminal:
             pass
         except JobwireError as err:

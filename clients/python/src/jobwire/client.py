@@ -18,15 +18,20 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 import httpx
 
 from ._core import (
+    CancelResult,
     Config,
     Event,
+    Liveness,
     Request,
     RetryPolicy,
     Snapshot,
     TokenSource,
+    cancel_request,
     check_job_id,
+    check_seconds,
     create_request,
     dumps,
+    heartbeat_request,
     job_path,
     list_params,
     parse_response,
@@ -135,9 +140,17 @@ class Client:
     def create_job(
         self, job_id: Optional[str] = None, *, project: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        heartbeat_timeout: Optional[float] = None, stall_fail_after: Optional[float] = None,
+        cancel_timeout: Optional[float] = None,
     ) -> Snapshot:
-        """Create a job (idempotent for the same id, project and metadata); its snapshot."""
-        out: Snapshot = self._send(create_request(job_id, project, metadata))["job"]
+        """Create a job (idempotent for the same id, project and metadata); its snapshot.
+
+        Liveness (seconds, off by default): `heartbeat_timeout` marks the job `stalled`
+        when no heartbeat or publish came for that long; `stall_fail_after` then fails
+        it (`worker_lost`); `cancel_timeout` ends a requested cancel nobody confirmed.
+        """
+        live = Liveness(heartbeat_timeout, stall_fail_after, cancel_timeout)
+        out: Snapshot = self._send(create_request(job_id, project, metadata, live))["job"]
         return out
 
     def get_job(self, job_id: str) -> Snapshot:
@@ -181,14 +194,26 @@ class Client:
             if not page["events"] or since >= end:
                 return
 
-    def cancel(self, job_id: str, reason: Optional[str] = None) -> int:
-        """Cancel a job (POST /v1/jobs/{id}/cancel); the cancelled event's seq."""
-        body: Dict[str, Any] = {"event_id": stamp_events({"type": "cancelled"})[0]["event_id"]}
-        if reason is not None:
-            body["reason"] = reason
-        path = job_path(check_job_id(job_id), "/cancel")
-        res = self._send(Request("POST", path, body=dumps(body)))
-        return int(res["seqs"][0])
+    def cancel(self, job_id: str, reason: Optional[str] = None, *,
+               force: bool = False) -> CancelResult:
+        """Cancel a job (POST /v1/jobs/{id}/cancel).
+
+        A job no worker started (pending, queued) ends `cancelled` at once. A job in
+        progress gets a `cancel_requested` event: its worker should stop and confirm
+        (`result.ended` is False). `force=True` ends it now. JobTerminal if it is over.
+        """
+        jid = check_job_id(job_id)
+        return CancelResult.from_reply(jid, self._send(cancel_request(jid, reason, force)))
+
+    def heartbeat(self, job_id: str, progress: Optional[float] = None,
+                  checkpoint: Any = None) -> bool:
+        """Renew a job's liveness deadline; True if a cancel was requested.
+
+        Prefer `job.heartbeat()` on a worker's handle: it keeps the order of the
+        handle's queued events and updates `job.cancel_requested`.
+        """
+        res = self._send(heartbeat_request(job_id, progress, checkpoint))
+        return bool(isinstance(res, Mapping) and res.get("cancel_requested") is True)
 
     def watch(
         self, job_id: str, since: Optional[int] = None, *, reconnect_for: float = 60.0,
@@ -256,17 +281,28 @@ class Client:
     def job(
         self, job_id: Optional[str] = None, *, project: Optional[str] = None,
         metadata: Optional[Mapping[str, Any]] = None, create: bool = True,
+        heartbeat_timeout: Optional[float] = None, stall_fail_after: Optional[float] = None,
+        cancel_timeout: Optional[float] = None, heartbeat_every: Optional[float] = None,
     ) -> Job:
         """The worker's handle for a job (the same handle for the same id).
 
         With `create=True` the job is created before the first event is sent, or found
-        if it exists already (with any project or metadata).
+        if it exists already (with any project, metadata or liveness settings). The
+        liveness settings are as for `create_job`. `heartbeat_every` (seconds) sends a
+        heartbeat from a daemon thread while the `with` block runs, unless a publish
+        renewed the deadline within that time.
         """
         jid = check_job_id(job_id) if job_id is not None else None
+        every = check_seconds(heartbeat_every, "heartbeat_every")
+        live = Liveness(heartbeat_timeout, stall_fail_after, cancel_timeout)
         with self._jobs_lock:
             if jid is not None and jid in self._jobs:
-                return self._jobs[jid]
-            j = Job(self, jid, project=project, metadata=metadata, create=create)
+                j = self._jobs[jid]
+                if every is not None:
+                    j.heartbeat_every = every
+                return j
+            j = Job(self, jid, project=project, metadata=metadata, create=create,
+                    liveness=live, heartbeat_every=every)
             self._jobs[j.id] = j
             return j
 

@@ -71,6 +71,29 @@ class WatchClosed(JobwireError):
         self.reason = reason
 
 
+class CancelRequested(JobwireError):
+    """Someone asked the job to stop: raised by `job.raise_if_cancelled()`.
+
+    Raised inside `with client.job(...)`, the job ends `cancelled` and this exception
+    stops there (it is not re-raised). `by` and `reason` are the request's, when known.
+    """
+
+    def __init__(self, message: str = "cancel requested", *, job_id: Optional[str] = None,
+                 by: Optional[str] = None, reason: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.by = by
+        self.reason = reason
+
+    def __reduce__(self) -> Any:  # keep the fields across pickling (Celery results)
+        return (_cancel_requested, (str(self), self.job_id, self.by, self.reason))
+
+
+def _cancel_requested(message: str, job_id: Optional[str], by: Optional[str],
+                      reason: Optional[str]) -> CancelRequested:
+    return CancelRequested(message, job_id=job_id, by=by, reason=reason)
+
+
 # One class per server error code. Input errors are also ValueErrors: the SDK raises
 # them too for bad input it refuses before sending (e.g. progress out of range).
 

@@ -4,6 +4,11 @@
 one batch every `flush_interval`. `start`, `status`, `step`, `custom` and the terminal
 calls send at once, after everything queued before them, and return when the server
 has stored them (or raise its typed error).
+
+Liveness: `heartbeat()` renews the job's deadline; `heartbeat_every` does it from a
+daemon thread while the `with` block runs. Cancel: every publish and heartbeat reply
+refreshes `cancel_requested`; `on_cancel` also listens on the control stream (a daemon
+thread, reconnecting until the job ends).
 """
 
 from __future__ import annotations
@@ -12,12 +17,34 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Type
+
+import httpx
 
 from . import _handle as h
-from ._core import create_request, job_path, new_job_id, retryable
+from ._control import CONTROL_READ_TIMEOUT, CancelState, SseDecoder, control_frame
+from ._core import (
+    Liveness,
+    Request,
+    create_request,
+    heartbeat_request,
+    job_path,
+    new_job_id,
+    parse_response,
+    retryable,
+)
 from ._queue import PER_EVENT_CODES, EventQueue
-from .errors import DeliveryError, JobExists, JobwireError, ServerError
+from .errors import (
+    CancelRequested,
+    DeliveryError,
+    JobExists,
+    JobNotFound,
+    JobTerminal,
+    JobwireError,
+    ServerError,
+    TokenExpired,
+    Unauthorized,
+)
 
 if TYPE_CHECKING:
     from .client import Client
@@ -31,10 +58,18 @@ class Job:
     def __init__(
         self, client: Client, job_id: Optional[str], *, project: Optional[str],
         metadata: Optional[Mapping[str, Any]], create: bool,
+        liveness: Optional[Liveness] = None, heartbeat_every: Optional[float] = None,
     ) -> None:
         self.client = client
         self.id = job_id or new_job_id()
-        self._create = create_request(self.id, project, metadata) if create else None
+        self._create = create_request(self.id, project, metadata, liveness) if create else None
+        self.heartbeat_every = heartbeat_every
+        self._cancel = CancelState(self.id)
+        self._last_contact = 0.0  # monotonic time of the last stored publish or heartbeat
+        self._beat_stop = threading.Event()
+        self._beater: Optional[threading.Thread] = None
+        self._listen_stop = threading.Event()
+        self._listener: Optional[threading.Thread] = None
         self._q = EventQueue(client.max_batch)
         self._send_lock = threading.Lock()
         self._started = False
@@ -97,10 +132,152 @@ class Job:
         self._immediate(h.with_meta(h.failed_event(error, message), metadata))
 
     def cancel(self, reason: Optional[str] = None) -> None:
+        """End the job `cancelled` now (the worker's own decision, or its confirmation)."""
         ev: Dict[str, Any] = {"type": "cancelled"}
         if reason is not None:
             ev["reason"] = h.opt_str(reason, "reason")
         self._immediate(ev)
+
+    def confirm_cancelled(self, reason: Optional[str] = None) -> None:
+        """Confirm a requested cancel: publish `cancelled` (terminal).
+
+        The request's own reason stays in the snapshot's `cancel_requested`."""
+        self.cancel(reason)
+
+    # ---- liveness and cancel ----
+
+    def heartbeat(self, progress: Optional[float] = None, checkpoint: Any = None) -> bool:
+        """Tell the server the worker is alive; True if a cancel was requested.
+
+        With `progress` (0-100) a progress event is stored; with `checkpoint` (any JSON)
+        the snapshot keeps it. Events queued before are sent first, so order holds.
+        Raises JobNotFound, JobTerminal (the job is over) or DeliveryError/TransportError.
+        """
+        req = heartbeat_request(self.id, progress, checkpoint)
+        if req.body is not None:
+            self._started = True
+            self._drain(None, self.client.retry.attempts)  # what was queued goes first
+        if self._create is not None:
+            with self._send_lock:
+                self._ensure_created(self.client.retry.attempts)
+        self._cancel.from_reply(self.client._send(req))
+        self._last_contact = time.monotonic()
+        return self._cancel.requested
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once a cancel was requested (seen in a reply or on the control stream)."""
+        return self._cancel.requested
+
+    def raise_if_cancelled(self) -> None:
+        """Raise CancelRequested if a cancel was requested (no I/O: cheap in a loop)."""
+        if self._cancel.requested:
+            raise self._cancel.error()
+
+    def on_cancel(self, callback: Callable[[], Any]) -> None:
+        """Call `callback()` once, from a daemon thread, when a cancel is requested.
+
+        Starts a listener on the job's control stream (`GET /v1/jobs/{id}/control`,
+        SSE) that reconnects with backoff until the job ends. Creates the job first if
+        this handle has not yet. A callback added after the request is called at once.
+        """
+        if not callable(callback):
+            raise TypeError("on_cancel needs a callable")
+        self._cancel.add(callback)
+        if self._cancel.requested:
+            self._fire_due()
+        if self._listener is not None and self._listener.is_alive():
+            return
+        if self._create is not None:
+            with self._send_lock:
+                self._ensure_created(self.client.retry.attempts)
+        self._listen_stop.clear()
+        self._listener = threading.Thread(
+            target=self._listen, name=f"jobwire-control-{self.id}", daemon=True
+        )
+        self._listener.start()
+
+    def _fire_due(self) -> None:
+        due = self._cancel.due()
+        if due:
+            threading.Thread(target=_call_all, args=(due, self.id),
+                             name=f"jobwire-on-cancel-{self.id}", daemon=True).start()
+
+    def _listen(self) -> None:
+        """The control-stream listener (its own thread): until `end` or stopped.
+
+        It has its own connection, so many listeners never starve the client's pool."""
+        client = self.client
+        timeout = httpx.Timeout(client.config.timeout, read=CONTROL_READ_TIMEOUT)
+        with httpx.Client(base_url=client.config.url, timeout=timeout) as http:
+            retry = 0
+            while not self._listen_stop.is_set() and not client._closed:
+                try:
+                    if self._listen_once(http):
+                        return
+                    retry = 0
+                except (TokenExpired, Unauthorized) as exc:
+                    if not client.config.refreshable:
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                    client._refresh_token()
+                except JobTerminal:
+                    return
+                except ServerError as exc:
+                    if not retryable(exc):  # e.g. the job does not exist
+                        log.warning("jobwire: control stream of job %s: %s", self.id, exc)
+                        return
+                except (httpx.HTTPError, OSError):
+                    pass  # dropped or refused: reconnect
+                if self._listen_stop.wait(client.retry.delay(retry)):
+                    return
+                retry += 1
+
+    def _listen_once(self, http: httpx.Client) -> bool:
+        """One connection to the control stream; True once the job ended (or stopped)."""
+        path = job_path(self.id, "/control")
+        headers = dict(self.client._headers, Accept="text/event-stream")
+        with http.stream("GET", path, headers=headers) as r:
+            if r.status_code != 200:
+                r.read()
+                parse_response(r.status_code, r.text, r.headers.get("retry-after"),
+                               Request("GET", path, ok=(200,)))
+            dec = SseDecoder()
+            for line in r.iter_lines():
+                msg = dec.line(line)
+                frame = control_frame(*msg) if msg is not None else None
+                if frame is None:
+                    continue
+                done = self._cancel.on_control(frame)
+                _call_all(self._cancel.due(), self.id)
+                if done or self._listen_stop.is_set():
+                    return True
+        return False
+
+    def _beat(self) -> None:
+        """The automatic heartbeat (its own thread): only when nothing else renewed lately."""
+        every = self.heartbeat_every or 0.0
+        while True:
+            wait = every - (time.monotonic() - self._last_contact)
+            if wait > 0:
+                if self._beat_stop.wait(wait):
+                    return
+                continue
+            try:
+                self.heartbeat()
+            except (JobNotFound, JobTerminal):
+                return
+            except JobwireError as exc:
+                log.warning("jobwire: heartbeat of job %s failed: %s", self.id, exc)
+                if self._beat_stop.wait(min(every, 1.0)):
+                    return
+
+    def _stop_background(self) -> None:
+        self._beat_stop.set()
+        t = self._beater
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=self.client.config.timeout)
+        self._beater = None
 
     @property
     def finished(self) -> bool:
@@ -127,27 +304,42 @@ class Job:
 
     def __enter__(self) -> Job:
         self.start()
+        if self.heartbeat_every:
+            self._beat_stop.clear()
+            self._last_contact = time.monotonic()
+            self._beater = threading.Thread(target=self._beat, name=f"jobwire-beat-{self.id}",
+                                            daemon=True)
+            self._beater.start()
         return self
 
     def __exit__(
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> None:
+    ) -> bool:
+        self._stop_background()
         if exc_type is None or exc is None:
             if not self.finished:
                 self.complete()
             else:
                 self.flush()
-            return
+            return False
+        own = isinstance(exc, CancelRequested) and exc.job_id in (None, self.id)
         if not self.finished:
             evs = h.exception_events(exc_type, exc, tb)
+            if own:
+                evs = []
+            elif self._cancel.requested:  # e.g. the on_cancel callback killed the work
+                evs = [*evs[:-1], {"type": "cancelled"}]
             for ev in evs[:-1]:
                 self._q.push_log(ev)
             try:
-                self._immediate(evs[-1])
+                if own:
+                    self.confirm_cancelled()
+                else:
+                    self._immediate(evs[-1])
             except JobwireError as err:
-                log.warning("jobwire: could not fail job %s: %s", self.id, err)
-        # the exception propagates
+                log.warning("jobwire: could not end job %s: %s", self.id, err)
+        return own  # CancelRequested of this job stops here; anything else propagates
 
     # ---- delivery ----
 
@@ -193,13 +385,11 @@ class Job:
                 raise
             self._failing_since, self._retries, self._stalled = None, 0, False
         if not self._q.has_work() and (self._q.terminal_queued or self._transient):
-            self.client._forget(self)
+            self._done()
 
     def _drain_locked(self, until: Optional[int], attempts: int) -> None:
         q = self._q
         path = job_path(self.id, "/events")
-        from ._core import Request
-
         while until is None or q.acked < until:
             b = q.front()
             if b is None:
@@ -220,6 +410,8 @@ class Job:
                                 self.id, len(b.entries), b.entries[0].event["type"], exc)
                 continue
             q.acked_batch(b, list(res["seqs"]))
+            self._cancel.from_reply(res)
+            self._last_contact = time.monotonic()
 
     def _background_flush(self) -> None:
         """One attempt per batch from the flusher; failures back off without blocking callers."""
@@ -253,4 +445,18 @@ class Job:
         finally:
             self._send_lock.release()
         if not self._q.has_work() and (self._q.terminal_queued or self._transient):
-            self.client._forget(self)
+            self._done()
+
+    def _done(self) -> None:
+        if self._q.terminal_queued:
+            self._listen_stop.set()
+            self._beat_stop.set()
+        self.client._forget(self)
+
+
+def _call_all(callbacks: List[Callable[[], Any]], job_id: str) -> None:
+    for cb in callbacks:
+        try:
+            cb()
+        except Exception:
+            log.exception("jobwire: on_cancel callback of job %s raised", job_id)
