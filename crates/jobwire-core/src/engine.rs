@@ -29,7 +29,7 @@ pub(crate) mod tail;
 use crate::apikey::ApiKey;
 use crate::error::HubError;
 use bytes::Bytes;
-use jobwire_proto::{EventInput, Job, JobOptions, JobStatus, Timestamp};
+use jobwire_proto::{ChildUpdate, EventInput, Job, JobOptions, JobStatus, Timestamp};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +51,11 @@ pub struct NewJob {
     pub created_by: Option<String>,
     /// Liveness and cancel settings.
     pub options: JobOptions,
+    /// The parent's public id (checked by the hub), its weight, and how deep the
+    /// new job is (the parent's depth + 1).
+    pub parent: Option<String>,
+    pub weight: Option<f64>,
+    pub depth: u32,
 }
 
 /// What a publish returns: the seqs and what the job now says about its liveness.
@@ -63,12 +68,14 @@ pub struct Outcome {
 
 /// The liveness facts of a job after a write, small enough to return from every
 /// publish (the reply's `cancel_requested`, and the hub's deadline bookkeeping).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
     pub status: JobStatus,
     pub options: JobOptions,
     pub stalled: bool,
     pub cancel_requested: bool,
+    /// For a child job: its parent's public id and what to tell it.
+    pub child: Option<(String, ChildUpdate)>,
 }
 
 impl Live {
@@ -78,12 +85,13 @@ impl Live {
             options: job.options,
             stalled: job.stalled_since.is_some(),
             cancel_requested: job.cancel_requested.is_some(),
+            child: job.parent.as_ref().map(|p| (p.clone(), job.child_update())),
         }
     }
 
     /// Whether the hub keeps deadlines for this job at all.
     pub fn has_timers(&self) -> bool {
-        !self.options.is_empty()
+        self.options.has_timers()
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::access::Access;
 use crate::apikey::ApiKey;
 use crate::channel::{self, ProjectCatchUp};
+use crate::children::{self, Offer, ParentFeed};
 use crate::engine::embedded::{Embedded, Retention};
 use crate::engine::{
     Created, Engine, HistoryPage, ListPage, ListQuery, Live, NewJob, NotificationPage, Outcome,
@@ -18,7 +19,10 @@ use crate::registry::Registry;
 use crate::session::Outbox;
 use jobwire_proto::codes::ErrorCode;
 use jobwire_proto::event::InputBody;
-use jobwire_proto::{EventInput, InputError, Job, JobId, JobOptions, JobStatus, Timestamp};
+use jobwire_proto::job::{ChildState, MAX_CHILDREN, MAX_DEPTH};
+use jobwire_proto::{
+    ChildUpdate, EventInput, InputError, Job, JobId, JobOptions, JobStatus, Timestamp,
+};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,6 +59,9 @@ pub struct CreateJob {
     pub created_by: Option<String>,
     /// Liveness and cancel settings.
     pub options: JobOptions,
+    /// A parent job (same tenant) and this job's weight in the parent's progress.
+    pub parent: Option<String>,
+    pub weight: Option<f64>,
 }
 
 /// What a cancel request did.
@@ -73,9 +80,53 @@ fn terminal(status: JobStatus) -> InputError {
     )
 }
 
+/// Queues a `child` update for a parent and, unless this instance already has a
+/// writer for that parent, writes the queue until it is empty (see
+/// [`ParentFeed::enqueue`]).
+async fn child_to_parent(
+    engine: &dyn Engine,
+    feed: &ParentFeed,
+    parent_key: &str,
+    up: ChildUpdate,
+) {
+    if !feed.enqueue(parent_key, up) {
+        return;
+    }
+    while let Some(batch) = feed.next_batch(parent_key) {
+        let inputs: Vec<EventInput> = batch
+            .into_iter()
+            .map(|up| EventInput::server(InputBody::Child(up), None))
+            .collect();
+        write_to_parent(engine, parent_key, inputs).await;
+    }
+}
+
+/// Writes child updates to a parent; a parent that ended or is gone is skipped.
+/// Other instances may write the same parent at once (on Redis its optimistic write
+/// retries can run out), so a refused write is tried again a few times.
+async fn write_to_parent(engine: &dyn Engine, parent_key: &str, inputs: Vec<EventInput>) {
+    const TRIES: u32 = 20;
+    for attempt in 1..=TRIES {
+        match engine.publish(parent_key, inputs.clone()).await {
+            Ok(_) | Err(HubError::NotFound) | Err(HubError::ShuttingDown) => return,
+            // The parent ended (its policy, or a cancel): later updates are moot.
+            Err(HubError::Input(_)) => return,
+            Err(e) if attempt == TRIES => {
+                tracing::warn!(parent = %parent_key, error = %e, "a child update did not reach its parent");
+            }
+            Err(_) => {
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+                let wait = 5 + jitter + 5 * u64::from(attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+        }
+    }
+}
+
 /// The job-progress hub.
 pub struct Hub {
     engine: Arc<dyn Engine>,
+    parents: Arc<ParentFeed>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     config: HubConfig,
@@ -91,6 +142,7 @@ impl Hub {
     ) -> Arc<Hub> {
         Arc::new(Hub {
             engine,
+            parents: Arc::default(),
             registry,
             metrics,
             config,
@@ -131,6 +183,10 @@ impl Hub {
             return Err(HubError::Forbidden);
         }
         req.options.validate()?;
+        let depth = match &req.parent {
+            Some(parent) => self.check_parent(access, &id, parent, req.weight).await?,
+            None => 0,
+        };
         let key = access.key(&id);
         let created = self
             .engine
@@ -142,13 +198,113 @@ impl Hub {
                 metadata: req.metadata,
                 created_by: req.created_by,
                 options: req.options,
+                parent: req.parent,
+                weight: req.weight,
+                depth,
             })
             .await?;
         if created.created {
             let live = Live::of(&created.job);
             self.renew(&key, &live).await?;
+            self.tell_parent(access, &key, &live).await;
         }
         Ok(created)
+    }
+
+    /// Checks the parent of a new job; returns the new job's depth.
+    async fn check_parent(
+        &self,
+        access: &Access,
+        id: &str,
+        parent: &str,
+        weight: Option<f64>,
+    ) -> Result<u32, HubError> {
+        let refuse = |m: String| HubError::from(InputError::new(ErrorCode::InvalidParent, m));
+        if let Some(w) = weight {
+            if !(w.is_finite() && w > 0.0 && w <= 1e6) {
+                return Err(InputError::new(
+                    ErrorCode::InvalidRequest,
+                    "`weight` must be a number above 0 and at most 1000000",
+                )
+                .into());
+            }
+        }
+        if parent == id {
+            return Err(refuse("a job cannot be its own parent".into()));
+        }
+        let job = match self.snapshot(access, parent).await {
+            Ok(j) => j,
+            Err(HubError::NotFound) => return Err(refuse(format!("parent `{parent}` not found"))),
+            Err(e) => return Err(e),
+        };
+        if job.status.is_terminal() {
+            return Err(refuse(format!(
+                "parent `{parent}` is {}",
+                job.status.as_str()
+            )));
+        }
+        if job.depth + 1 > MAX_DEPTH {
+            return Err(refuse(format!("jobs nest at most {MAX_DEPTH} levels deep")));
+        }
+        if job.child_jobs.len() >= MAX_CHILDREN && !job.child_jobs.contains_key(id) {
+            return Err(refuse(format!(
+                "parent `{parent}` has {MAX_CHILDREN} children"
+            )));
+        }
+        Ok(job.depth + 1)
+    }
+
+    /// Tells a child job's parent about the child's state after a write (see
+    /// [`crate::children`]). Best effort: a parent that ended or vanished is skipped.
+    async fn tell_parent(&self, access: &Access, child_key: &str, live: &Live) {
+        let Some((parent, up)) = &live.child else {
+            return;
+        };
+        let parent_key = access.key(parent);
+        match self.parents.offer(child_key, up.clone()) {
+            Offer::Now(up) => {
+                child_to_parent(self.engine.as_ref(), &self.parents, &parent_key, up).await
+            }
+            Offer::Held => {}
+            Offer::Later => {
+                let (engine, feed) = (self.engine.clone(), self.parents.clone());
+                let child_key = child_key.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(children::PROGRESS_EVERY).await;
+                    if let Some(up) = feed.take(&child_key) {
+                        child_to_parent(engine.as_ref(), &feed, &parent_key, up).await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// A parent's children as it knows them, in id order after `after`, optionally
+    /// of one status: `(id, state)` pages of at most `limit`, and the next cursor.
+    pub async fn children(
+        &self,
+        access: &Access,
+        job_id: &str,
+        status: Option<JobStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Job, Vec<(String, ChildState)>, Option<String>), HubError> {
+        let mut job = self.snapshot(access, job_id).await?;
+        let all = std::mem::take(&mut job.child_jobs);
+        let mut page: Vec<(String, ChildState)> = all
+            .into_iter()
+            .filter(|(id, s)| {
+                after.is_none_or(|a| id.as_str() > a) && status.is_none_or(|st| s.status == st)
+            })
+            .take(limit.max(1) + 1)
+            .collect();
+        let next = if page.len() > limit.max(1) {
+            page.truncate(limit.max(1));
+            page.last().map(|(id, _)| id.clone())
+        } else {
+            None
+        };
+        Ok((job, page, next))
     }
 
     /// Moves the job's heartbeat deadline after a sign of life (or clears its
@@ -226,6 +382,8 @@ impl Hub {
     /// Asks the job's worker to stop: a `cancel_requested` event on a running job
     /// (the worker confirms with `cancelled`), or `cancelled` right away for a job no
     /// worker has started (`pending`, `queued`) or with `force`.
+    ///
+    /// A parent's cancel reaches its running children (and theirs) the same way.
     pub async fn cancel(
         &self,
         access: &Access,
@@ -235,18 +393,53 @@ impl Hub {
         event_id: Option<String>,
         force: bool,
     ) -> Result<CancelOutcome, HubError> {
+        let (out, mut stack) = self
+            .cancel_one(access, job_id, by.clone(), reason.clone(), event_id, force)
+            .await?;
+        let reason = reason.or_else(|| Some(format!("parent {job_id} was cancelled")));
+        while let Some(child) = stack.pop() {
+            match self
+                .cancel_one(access, &child, by.clone(), reason.clone(), None, force)
+                .await
+            {
+                Ok((_, more)) => stack.extend(more),
+                // Ended or gone meanwhile: nothing to cancel.
+                Err(HubError::Input(_) | HubError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels one job; also returns its running children's ids.
+    async fn cancel_one(
+        &self,
+        access: &Access,
+        job_id: &str,
+        by: Option<String>,
+        reason: Option<String>,
+        event_id: Option<String>,
+        force: bool,
+    ) -> Result<(CancelOutcome, Vec<String>), HubError> {
         let key = self.visible_key(access, job_id).await?;
         let job = self.engine.snapshot(&key).await?;
+        let children: Vec<String> = job
+            .child_jobs
+            .iter()
+            .filter(|(_, s)| !s.status.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
         if job.status.is_terminal() {
             return Err(terminal(job.status).into());
         }
         let now = force || matches!(job.status, JobStatus::Pending | JobStatus::Queued);
         if !now {
             if let Some(c) = &job.cancel_requested {
-                return Ok(CancelOutcome {
+                let out = CancelOutcome {
                     seqs: vec![c.seq],
                     live: Live::of(&job),
-                });
+                };
+                return Ok((out, children));
             }
         }
         let input = if now {
@@ -275,10 +468,11 @@ impl Hub {
                     .map(|c| c.seq)
                     .into_iter()
                     .collect();
-                return Ok(CancelOutcome {
+                let out = CancelOutcome {
                     seqs,
                     live: Live::of(&job),
-                });
+                };
+                return Ok((out, children));
             }
             Err(e) => return Err(e),
         };
@@ -290,10 +484,12 @@ impl Hub {
                 .set_deadline(&liveness::timer_member(&key), liveness::next_timer(&job))
                 .await?;
         }
-        Ok(CancelOutcome {
+        self.tell_parent(access, &key, &out.live).await;
+        let out = CancelOutcome {
             seqs: out.seqs,
             live: out.live,
-        })
+        };
+        Ok((out, children))
     }
 
     /// Runs the liveness scanner until the engine shuts down (call once per
@@ -351,6 +547,7 @@ impl Hub {
         self.metrics.publish_latency.observe(started.elapsed());
         let out = result?;
         self.renew(&key, &out.live).await?;
+        self.tell_parent(access, &key, &out.live).await;
         Ok(out)
     }
 

@@ -20,6 +20,7 @@
 pub mod access;
 pub mod apikey;
 pub mod channel;
+pub mod children;
 pub mod engine;
 pub mod error;
 pub mod hub;

@@ -60,6 +60,7 @@ error_codes! {
     AlreadySubscribed = (2005, "already_subscribed", 409, "This connection already watches that job."),
     NotSubscribed = (2006, "not_subscribed", 409, "This connection does not watch that job."),
     TooManySubscriptions = (2007, "too_many_subscriptions", 429, "The connection reached its subscription limit."),
+    InvalidParent = (2008, "invalid_parent", 422, "The `parent` of a new job is missing, finished, the job itself, too deep (8 levels), or already has 1000 children."),
     Unauthorized = (3001, "unauthorized", 401, "No valid token: missing, malformed, bad signature, wrong algorithm, or wrong audience/issuer."),
     TokenExpired = (3002, "token_expired", 401, "The token has expired or is not valid yet; get a fresh one."),
     Forbidden = (3003, "forbidden", 403, "The token is valid but lacks the scope (or allow-list entry) for this action."),

@@ -59,6 +59,7 @@ impl EventInput {
             InputBody::Stalled { .. }
                 | InputBody::Recovered
                 | InputBody::CancelRequested { .. }
+                | InputBody::Child(_)
                 | InputBody::Cancelled { error: Some(_), .. }
                 | InputBody::Failed { lost: true, .. }
         )
@@ -118,6 +119,21 @@ pub enum InputBody {
         by: Option<String>,
         reason: Option<String>,
     },
+    /// Hub only: a child job changed (sent to its parent).
+    Child(ChildUpdate),
+}
+
+/// What a parent learns about one child: its state as of the child's `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildUpdate {
+    /// The child's public id.
+    pub child: String,
+    pub child_status: JobStatus,
+    pub child_seq: u64,
+    pub progress: f64,
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
 }
 
 /// Serde's view of an input: strict (unknown fields are refused) so typos surface.
@@ -332,6 +348,7 @@ impl EventInput {
             // Filled in by the hub's apply step, which knows when the stall began.
             InputBody::Recovered => EventBody::Recovered { stalled_for: 0.0 },
             InputBody::CancelRequested { by, reason } => EventBody::CancelRequested { by, reason },
+            InputBody::Child(c) => EventBody::Child(c),
         };
         (body, self.event_id, self.metadata)
     }
@@ -359,6 +376,13 @@ pub enum EventBody {
         /// Liveness and cancel settings chosen at create.
         #[serde(flatten)]
         options: JobOptions,
+        /// The parent job's public id, for a child job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<f64>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        depth: u32,
     },
     Status {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,6 +450,30 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A child of this job changed.
+    Child(ChildUpdate),
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// When a parent job ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompleteWhen {
+    /// Completes once every child has ended (and none failed, under `on_child_failure: "fail"`).
+    AllChildren,
+}
+
+/// What a parent does when a child fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChildFailure {
+    /// The parent fails with `error: "child_failed"`.
+    Fail,
+    /// The parent goes on; the child counts as ended.
+    Continue,
 }
 
 /// Per-job liveness and cancel settings, in seconds (all off by default).
@@ -441,6 +489,12 @@ pub struct JobOptions {
     /// `cancelled` with `error: "cancel_timeout"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_timeout: Option<f64>,
+    /// Parent policy: end by itself when its children have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_when: Option<CompleteWhen>,
+    /// Parent policy for a failed child (default `continue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_child_failure: Option<OnChildFailure>,
 }
 
 impl JobOptions {
@@ -469,6 +523,13 @@ impl JobOptions {
     pub fn is_empty(&self) -> bool {
         *self == JobOptions::default()
     }
+
+    /// Whether the job has a liveness or cancel timer.
+    pub fn has_timers(&self) -> bool {
+        self.heartbeat_timeout.is_some()
+            || self.stall_fail_after.is_some()
+            || self.cancel_timeout.is_some()
+    }
 }
 
 impl EventBody {
@@ -487,6 +548,7 @@ impl EventBody {
             EventBody::Stalled { .. } => "stalled",
             EventBody::Recovered { .. } => "recovered",
             EventBody::CancelRequested { .. } => "cancel_requested",
+            EventBody::Child(_) => "child",
         }
     }
 

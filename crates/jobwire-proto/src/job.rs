@@ -3,10 +3,14 @@
 //! be applied, without changing anything.
 
 use crate::codes::ErrorCode;
-use crate::event::{Event, EventBody, EventInput, InputBody, InputError, JobOptions};
+use crate::event::{
+    ChildUpdate, CompleteWhen, Event, EventBody, EventInput, InputBody, InputError, JobOptions,
+    OnChildFailure,
+};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Longest accepted job id.
 pub const MAX_JOB_ID_LEN: usize = 128;
@@ -131,6 +135,36 @@ pub struct CancelRequest {
     pub reason: Option<String>,
 }
 
+/// Most children one parent may have (the parent's snapshot lists them).
+pub const MAX_CHILDREN: usize = 1000;
+/// Deepest nesting of parents (a top-level job is depth 0).
+pub const MAX_DEPTH: u32 = 8;
+
+/// A parent's counts of its children by status (`stalled` counts running children
+/// that are stalled, also counted under their status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChildCounts {
+    pub total: u32,
+    pub pending: u32,
+    pub queued: u32,
+    pub in_progress: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub stalled: u32,
+}
+
+/// What a parent keeps of one child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildState {
+    pub status: JobStatus,
+    pub seq: u64,
+    pub progress: f64,
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
+}
+
 /// Weight of the newest rate sample in the smoothed `rate`.
 const RATE_SMOOTHING: f64 = 0.3;
 
@@ -196,6 +230,28 @@ pub struct Job {
     /// When the last progress event was applied (the base of the next rate sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_at: Option<Timestamp>,
+    /// The parent job's public id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// This job's share of its parent's aggregate progress (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// How many parents are above this job.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    /// Counts of this job's children, once it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<ChildCounts>,
+    /// Each child's last known state, by public id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub child_jobs: BTreeMap<String, ChildState>,
+    /// True once the job published progress of its own (then children do not move it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_progress: bool,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Job {
@@ -229,7 +285,58 @@ impl Job {
             rate: None,
             eta_seconds: None,
             progress_at: None,
+            parent: None,
+            weight: None,
+            depth: 0,
+            children: None,
+            child_jobs: BTreeMap::new(),
+            own_progress: false,
         }
+    }
+
+    /// What this job tells its parent now.
+    pub fn child_update(&self) -> ChildUpdate {
+        ChildUpdate {
+            child: self.id.clone(),
+            child_status: self.status,
+            child_seq: self.seq,
+            progress: self.progress,
+            weight: self.weight.unwrap_or(1.0),
+            stalled: self.stalled_since.is_some(),
+        }
+    }
+
+    /// The event a parent ends with after a child update, if its policy says so.
+    pub fn parent_follow_up(&self) -> Option<InputBody> {
+        let c = self.children?;
+        if self.status.is_terminal() {
+            return None;
+        }
+        if c.failed > 0 && self.options.on_child_failure == Some(OnChildFailure::Fail) {
+            let failed = self
+                .child_jobs
+                .iter()
+                .find(|(_, s)| s.status == JobStatus::Failed)
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default();
+            return Some(InputBody::Failed {
+                error: "child_failed".into(),
+                message: Some(format!("child {failed} failed")),
+                lost: false,
+            });
+        }
+        let ended = c.completed + c.failed + c.cancelled;
+        if self.options.complete_when == Some(CompleteWhen::AllChildren)
+            && c.total > 0
+            && ended == c.total
+            && self.status == JobStatus::InProgress
+        {
+            return Some(InputBody::Completed {
+                result: Some(serde_json::json!({"children": c})),
+                message: Some(format!("all {} children ended", c.total)),
+            });
+        }
+        None
     }
 
     /// `(rate, eta_seconds)` for a progress event reaching `progress` at `now`:
@@ -308,6 +415,12 @@ impl Job {
                 }
                 from
             }
+            // A child that started (or ended) means its parent is running.
+            InputBody::Child(c) => match (from, c.child_status) {
+                (_, JobStatus::Pending | JobStatus::Queued) => from,
+                (JobStatus::Pending | JobStatus::Queued, _) => JobStatus::InProgress,
+                _ => from,
+            },
             InputBody::CancelRequested { .. } => {
                 if self.cancel_requested.is_some() {
                     return Err(InputError::new(
@@ -347,9 +460,18 @@ impl Job {
             }
         }
         match &ev.body {
-            EventBody::Created { project, options } => {
+            EventBody::Created {
+                project,
+                options,
+                parent,
+                weight,
+                depth,
+            } => {
                 self.project.clone_from(project);
                 self.options = *options;
+                self.parent.clone_from(parent);
+                self.weight = *weight;
+                self.depth = *depth;
                 self.created_at = ev.timestamp;
             }
             EventBody::Status { message } => set_if(&mut self.message, message),
@@ -370,6 +492,7 @@ impl Job {
                 self.rate = *rate;
                 self.eta_seconds = *eta_seconds;
                 self.progress_at = Some(ev.timestamp);
+                self.own_progress = true;
             }
             EventBody::Step {
                 step,
@@ -431,11 +554,63 @@ impl Job {
                     reason: reason.clone(),
                 });
             }
+            EventBody::Child(c) => self.fold_child(c),
         }
         if self.status.is_terminal() {
             // A finished job is neither stalled nor running out of time.
             self.stalled_since = None;
             self.eta_seconds = None;
+        }
+    }
+}
+
+impl Job {
+    /// Folds a child's update (older updates than the known one are ignored) and
+    /// recomputes the counts and, unless the job reports its own, its progress: the
+    /// weighted mean of its children's (an ended child counts as 100).
+    fn fold_child(&mut self, c: &ChildUpdate) {
+        let newer = self
+            .child_jobs
+            .get(&c.child)
+            .is_none_or(|known| c.child_seq > known.seq);
+        if newer {
+            self.child_jobs.insert(
+                c.child.clone(),
+                ChildState {
+                    status: c.child_status,
+                    seq: c.child_seq,
+                    progress: c.progress,
+                    weight: c.weight,
+                    stalled: c.stalled,
+                },
+            );
+        }
+        let mut counts = ChildCounts::default();
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for s in self.child_jobs.values() {
+            counts.total += 1;
+            match s.status {
+                JobStatus::Pending => counts.pending += 1,
+                JobStatus::Queued => counts.queued += 1,
+                JobStatus::InProgress => counts.in_progress += 1,
+                JobStatus::Completed => counts.completed += 1,
+                JobStatus::Failed => counts.failed += 1,
+                JobStatus::Cancelled => counts.cancelled += 1,
+            }
+            if s.stalled && !s.status.is_terminal() {
+                counts.stalled += 1;
+            }
+            let p = if s.status.is_terminal() {
+                100.0
+            } else {
+                s.progress
+            };
+            sum += p * s.weight;
+            weights += s.weight;
+        }
+        self.children = Some(counts);
+        if !self.own_progress && weights > 0.0 {
+            self.progress = ((sum / weights) * 10.0).round() / 10.0;
         }
     }
 }

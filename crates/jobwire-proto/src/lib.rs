@@ -16,7 +16,7 @@ pub mod job;
 pub mod time;
 
 pub use codes::{CloseCode, ErrorCode};
-pub use event::{Event, EventBody, EventInput, InputError, JobOptions};
+pub use event::{ChildUpdate, Event, EventBody, EventInput, InputError, JobOptions};
 pub use job::{Job, JobId, JobStatus};
 pub use time::Timestamp;
 

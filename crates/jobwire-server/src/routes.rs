@@ -33,6 +33,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/heartbeat", post(jobs::heartbeat))
         .route("/v1/jobs/{id}/control", get(jobs::control))
+        .route("/v1/jobs/{id}/children", get(jobs::children))
         .route("/v1/jobs/{id}/ws", get(ws::single))
         .route("/v1/ws", get(ws::multiplexed))
         .route("/v1/keys", post(keys::create).get(keys::list))

@@ -92,9 +92,30 @@ pub fn apply_inputs<E>(
             push_event(job, &shared_id, &project, recovered, now, &mut out)
                 .map_err(ApplyError::Refuse)?;
         }
+        let is_child = matches!(input.body, InputBody::Child(_));
+        if is_child && job.status.is_terminal() {
+            // A batch of child updates whose parent ended part way (its policy): the
+            // rest are moot, not a reason to refuse the ones before.
+            continue;
+        }
         let seq = push_event(job, &shared_id, &project, input, now, &mut out)
             .map_err(ApplyError::Refuse)?;
         out.seqs.push(seq);
+        // A parent whose policy ends it with this child update ends in the same
+        // publish.
+        if is_child {
+            if let Some(body) = job.parent_follow_up() {
+                push_event(
+                    job,
+                    &shared_id,
+                    &project,
+                    EventInput::server(body, None),
+                    now,
+                    &mut out,
+                )
+                .map_err(ApplyError::Refuse)?;
+            }
+        }
     }
     Ok(out)
 }
@@ -177,6 +198,9 @@ pub fn create_job(new: &NewJob, now: Timestamp) -> Result<(Job, Published), HubE
         body: EventBody::Created {
             project,
             options: new.options,
+            parent: new.parent.clone(),
+            weight: new.weight,
+            depth: new.depth,
         },
         job_id: id.to_owned(),
         seq: 1,
@@ -215,10 +239,11 @@ pub fn owner_route(job: &Job) -> String {
 
 /// The canonical text of a create request, to tell an identical retry from a conflict.
 pub fn create_fingerprint(new: &NewJob) -> Vec<u8> {
-    if new.options.is_empty() {
+    if new.options.is_empty() && new.parent.is_none() {
         // The text jobs created before options existed were fingerprinted with.
         serde_json::to_vec(&(&new.project, &new.metadata)).unwrap_or_default()
     } else {
-        serde_json::to_vec(&(&new.project, &new.metadata, &new.options)).unwrap_or_default()
+        let extra = (&new.options, &new.parent, new.weight);
+        serde_json::to_vec(&(&new.project, &new.metadata, extra)).unwrap_or_default()
     }
 }

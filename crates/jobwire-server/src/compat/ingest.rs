@@ -76,6 +76,8 @@ impl Bridge {
                     metadata: Map::new(),
                     created_by: None,
                     options: Default::default(),
+                    parent: None,
+                    weight: None,
                 };
                 self.hub.create_job(&self.access, create).await?;
                 self.publish_started(job, events).await

@@ -104,7 +104,8 @@ impl JobState {
             | EventBody::Custom { .. }
             | EventBody::Stalled { .. }
             | EventBody::Recovered { .. }
-            | EventBody::CancelRequested { .. } => {}
+            | EventBody::CancelRequested { .. }
+            | EventBody::Child(_) => {}
             EventBody::Status { message } => set(&mut self.message, message),
             EventBody::Progress {
                 progress,

@@ -75,6 +75,8 @@ async fn create(State(st): State<AppState>, Caller(caller): Caller) -> Result<Re
                 metadata: Map::new(),
                 created_by: caller.sub.clone(),
                 options: Default::default(),
+                parent: None,
+                weight: None,
             },
         )
         .await?;

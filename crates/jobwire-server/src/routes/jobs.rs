@@ -17,6 +17,7 @@ use axum::Json;
 use bytes::{BufMut, Bytes, BytesMut};
 use jobwire_core::engine::ListQuery;
 use jobwire_core::CreateJob;
+use jobwire_proto::event::{CompleteWhen, OnChildFailure};
 use jobwire_proto::{ErrorCode, EventInput, JobId, JobOptions, JobStatus};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -35,6 +36,10 @@ struct CreateBody {
     heartbeat_timeout: Option<f64>,
     stall_fail_after: Option<f64>,
     cancel_timeout: Option<f64>,
+    parent: Option<String>,
+    weight: Option<f64>,
+    complete_when: Option<CompleteWhen>,
+    on_child_failure: Option<OnChildFailure>,
 }
 
 fn invalid_request(e: impl std::fmt::Display) -> ApiError {
@@ -74,7 +79,11 @@ pub(super) async fn create(
                     heartbeat_timeout: body.heartbeat_timeout,
                     stall_fail_after: body.stall_fail_after,
                     cancel_timeout: body.cancel_timeout,
+                    complete_when: body.complete_when,
+                    on_child_failure: body.on_child_failure,
                 },
+                parent: body.parent,
+                weight: body.weight,
             },
         )
         .await?;
@@ -285,6 +294,47 @@ pub(super) async fn heartbeat(
         "cancel_requested": live.cancel_requested,
     });
     Ok(Json(reply).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChildrenParams {
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+    #[serde(default, rename = "token")]
+    _token: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/children?status=&after=&limit=`: the parent's children as it
+/// knows them (status, progress, weight), in id order, with the counts.
+pub(super) async fn children(
+    State(st): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<ChildrenParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Watch)?;
+    let status = match p.status.as_deref() {
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::new(ErrorCode::BadRequest, format!("unknown status `{s}`"))
+        })?),
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let (job, page, next) = st
+        .hub
+        .children(&caller.access, &id, status, p.after.as_deref(), limit)
+        .await?;
+    let children: Vec<Value> = page
+        .into_iter()
+        .map(|(id, s)| json!({"id": id, "status": s.status, "progress": s.progress, "weight": s.weight, "stalled": s.stalled, "seq": s.seq}))
+        .collect();
+    let counts = job.children.unwrap_or_default();
+    Ok(
+        Json(json!({"job_id": id, "counts": counts, "children": children, "next": next}))
+            .into_response(),
+    )
 }
 
 /// `GET /v1/jobs/{id}/control`: the worker's control stream (SSE): the job's state,

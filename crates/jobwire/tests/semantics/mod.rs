@@ -331,7 +331,169 @@ async fn bad_liveness_input_gets_documented_codes_and_changes_nothing(engine: En
     assert_eq!(events(&s, "b").await.len(), 2, "nothing was stored");
 }
 
+async fn a_parent_with_100_children_shows_live_counts_and_progress_and_completes_with_them(
+    engine: Engine,
+) {
+    let s = Server::start_on(engine).await;
+    let (st, v) = s
+        .post(
+            "/v1/jobs",
+            json!({"id": "doc", "complete_when": "all_children"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let ids: Vec<String> = (0..100).map(|i| format!("page-{i:03}")).collect();
+    for id in &ids {
+        let (st, v) = s.post("/v1/jobs", json!({"id": id, "parent": "doc"})).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (_, snap) = s.get("/v1/jobs/doc").await;
+    assert_eq!(
+        (
+            snap["children"]["total"].as_u64(),
+            snap["children"]["pending"].as_u64()
+        ),
+        (Some(100), Some(100)),
+        "{snap}"
+    );
+    let mut ws = s.ws("/v1/jobs/doc/ws").await;
+    // Every child runs to 50 %, concurrently: the parent moves while they run.
+    let run = ids.iter().map(|id| {
+        let s = &s;
+        async move {
+            s.publish(id, json!({"type": "progress", "progress": 50}))
+                .await;
+        }
+    });
+    futures_util::future::join_all(run).await;
+    let moving = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let v = ws.json().await;
+            if v["type"] == "child" && v["status"] == "in_progress" {
+                let (_, snap) = s.get("/v1/jobs/doc").await;
+                if snap["children"]["in_progress"] == 100 && snap["progress"] == 50.0 {
+                    return snap;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the parent shows 100 running children at 50 %");
+    assert_eq!(moving["status"], "in_progress");
+    // Half complete, half fail (the default policy goes on): the parent completes.
+    let finish = ids.iter().enumerate().map(|(i, id)| {
+        let s = &s;
+        async move {
+            let ev = if i % 2 == 0 {
+                json!({"type": "completed"})
+            } else {
+                json!({"type": "failed", "error": "bad page"})
+            };
+            s.publish(id, ev).await;
+        }
+    });
+    futures_util::future::join_all(finish).await;
+    let done = until_event(&mut ws, "completed", Duration::from_secs(5)).await;
+    assert_eq!(done["result"]["children"]["completed"], 50);
+    assert_eq!(done["result"]["children"]["failed"], 50);
+    let (_, page) = s.get("/v1/jobs/doc/children?status=failed&limit=10").await;
+    assert_eq!(page["children"].as_array().map(Vec::len), Some(10));
+    assert_eq!(page["children"][0]["id"], "page-001");
+    assert_eq!(page["next"], "page-019");
+    assert_eq!(page["counts"]["total"], 100);
+}
+
+async fn parent_policies_and_cancel_reach_children_and_bad_parents_are_refused(engine: Engine) {
+    let s = Server::start_on(engine).await;
+    // on_child_failure: fail — the first failed child fails the parent.
+    s.post(
+        "/v1/jobs",
+        json!({"id": "strict", "on_child_failure": "fail"}),
+    )
+    .await;
+    for c in ["s1", "s2"] {
+        s.post("/v1/jobs", json!({"id": c, "parent": "strict"}))
+            .await;
+    }
+    s.publish("s1", json!({"type": "failed", "error": "disk"}))
+        .await;
+    let (_, snap) = s.get("/v1/jobs/strict").await;
+    assert_eq!(
+        (snap["status"].as_str(), snap["error"].as_str()),
+        (Some("failed"), Some("child_failed")),
+        "{snap}"
+    );
+
+    // Cancelling a parent requests the cancel of its running children.
+    s.post("/v1/jobs", json!({"id": "batch"})).await;
+    for c in ["b1", "b2"] {
+        s.post("/v1/jobs", json!({"id": c, "parent": "batch"}))
+            .await;
+        s.publish(c, json!({"type": "progress", "progress": 5}))
+            .await;
+    }
+    s.publish("batch", json!({"type": "progress", "progress": 1}))
+        .await;
+    let (st, v) = s.post("/v1/jobs/batch/cancel", Value::Null).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for c in ["b1", "b2"] {
+        let (_, snap) = s.get(&format!("/v1/jobs/{c}")).await;
+        assert!(snap["cancel_requested"].is_object(), "{c}: {snap}");
+    }
+
+    // Bad parents: missing, itself, finished, and nothing is created.
+    for (body, why) in [
+        (json!({"id": "o1", "parent": "nope"}), "not found"),
+        (json!({"id": "o2", "parent": "o2"}), "own parent"),
+        (json!({"id": "o3", "parent": "strict"}), "is failed"),
+    ] {
+        let (st, v) = s.post("/v1/jobs", body).await;
+        assert_eq!(
+            (st, code(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parent"),
+            "{why}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{v}"
+        );
+    }
+    let (st, _) = s.get("/v1/jobs/o1").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = s
+        .post(
+            "/v1/jobs",
+            json!({"id": "w", "parent": "batch", "weight": -1}),
+        )
+        .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    // Depth limit: a chain of 8 below a root is the deepest.
+    let mut parent = "batch".to_owned();
+    for d in 1..=8 {
+        let id = format!("d{d}");
+        let (st, v) = s
+            .post("/v1/jobs", json!({"id": id, "parent": parent}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "depth {d}: {v}");
+        parent = id;
+    }
+    let (st, v) = s
+        .post("/v1/jobs", json!({"id": "d9", "parent": parent}))
+        .await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parent")
+    );
+}
+
 crate::on_both_engines!(
+    a_parent_with_100_children_shows_live_counts_and_progress_and_completes_with_them,
+    parent_policies_and_cancel_reach_children_and_bad_parents_are_refused,
     a_silent_worker_is_stalled_within_its_timeout_and_recovers_on_a_heartbeat,
     a_job_stalled_past_stall_fail_after_fails_with_worker_lost,
     a_cancel_reaches_the_worker_within_a_second_and_ends_when_it_confirms,
