@@ -35,6 +35,7 @@ export const ERROR_CODES: Readonly<Record<string, { readonly number: number; rea
   already_subscribed: { number: 2005, http: 409 },
   not_subscribed: { number: 2006, http: 409 },
   too_many_subscriptions: { number: 2007, http: 429 },
+  invalid_parent: { number: 2008, http: 422 },
   unauthorized: { number: 3001, http: 401 },
   token_expired: { number: 3002, http: 401 },
   forbidden: { number: 3003, http: 403 },

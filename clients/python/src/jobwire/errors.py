@@ -234,6 +234,14 @@ class TooManySubscriptions(ServerError):
     http_status = 429
 
 
+class InvalidParent(ServerError):
+    """The `parent` of a new job is missing, finished, the job itself, too deep (8 levels), or already has 1000 children."""
+
+    code = "invalid_parent"
+    number = 2008
+    http_status = 422
+
+
 class Unauthorized(ServerError):
     """No valid token: missing, malformed, bad signature, wrong algorithm, or wrong audience/issuer."""
 
@@ -351,7 +359,7 @@ ERROR_CODES: Tuple[ErrorCode, ...] = tuple(
         BadRequest, MalformedJson, InvalidEvent, InvalidJobId, UnknownMessageType,
         PayloadTooLarge, RouteNotFound, MethodNotAllowed, InvalidRequest, RequestTimeout,
         JobNotFound, JobExists, InvalidTransition, JobTerminal, AlreadySubscribed,
-        NotSubscribed, TooManySubscriptions, Unauthorized, TokenExpired, Forbidden,
+        NotSubscribed, TooManySubscriptions, InvalidParent, Unauthorized, TokenExpired, Forbidden,
         OriginNotAllowed, TooManyConnections, InvalidApiKey, RateLimited, KeyNotFound,
         AuthDisabled, StorageUnavailable, ShuttingDown, Internal, StorageFull,
     )
