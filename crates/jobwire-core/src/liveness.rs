@@ -43,11 +43,8 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.clamp(0.0, jobwire_proto::JobOptions::MAX_SECONDS))
 }
 
-/// When the job's next timer fires (stall give-up or cancel timeout), if it has one.
-pub fn next_timer(job: &Job) -> Option<Timestamp> {
-    if job.status.is_terminal() {
-        return None;
-    }
+/// When the job's two timers fire, if set: `(give up on the stall, cancel timeout)`.
+fn timers(job: &Job) -> (Option<Timestamp>, Option<Timestamp>) {
     let lost = job
         .stalled_since
         .zip(job.options.stall_fail_after)
@@ -57,7 +54,15 @@ pub fn next_timer(job: &Job) -> Option<Timestamp> {
         .as_ref()
         .zip(job.options.cancel_timeout)
         .map(|(c, after)| c.at.plus(secs(after)));
-    match (lost, cancel) {
+    (lost, cancel)
+}
+
+/// When the job's next timer fires (stall give-up or cancel timeout), if it has one.
+pub fn next_timer(job: &Job) -> Option<Timestamp> {
+    if job.status.is_terminal() {
+        return None;
+    }
+    match timers(job) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
@@ -182,15 +187,7 @@ async fn handle(engine: &dyn Engine, member: &str, now: Timestamp) -> Result<(),
                 .await
         }
         _ => {
-            let lost_at = job
-                .stalled_since
-                .zip(job.options.stall_fail_after)
-                .map(|(s, a)| s.plus(secs(a)));
-            let cancel_at = job
-                .cancel_requested
-                .as_ref()
-                .zip(job.options.cancel_timeout)
-                .map(|(c, a)| c.at.plus(secs(a)));
+            let (lost_at, cancel_at) = timers(&job);
             let input = if cancel_at.is_some_and(|t| t <= now) {
                 Some(EventInput::server(
                     InputBody::Cancelled {

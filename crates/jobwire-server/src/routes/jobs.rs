@@ -144,6 +144,15 @@ pub(super) struct ListParams {
     _token: Option<String>,
 }
 
+/// A `?status=` filter: a status name, or `400 bad_request`.
+fn status_param(s: Option<&str>) -> Result<Option<JobStatus>, ApiError> {
+    s.map(|s| {
+        JobStatus::parse(s)
+            .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("unknown status `{s}`")))
+    })
+    .transpose()
+}
+
 /// `GET /v1/jobs?status=&project=&limit=&after=`
 pub(super) async fn list(
     State(st): State<AppState>,
@@ -151,12 +160,7 @@ pub(super) async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Watch)?;
-    let status = match p.status.as_deref() {
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequest, format!("unknown status `{s}`"))
-        })?),
-        None => None,
-    };
+    let status = status_param(p.status.as_deref())?;
     let page = st
         .hub
         .list(
@@ -315,12 +319,7 @@ pub(super) async fn children(
     ApiQuery(p): ApiQuery<ChildrenParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Watch)?;
-    let status = match p.status.as_deref() {
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequest, format!("unknown status `{s}`"))
-        })?),
-        None => None,
-    };
+    let status = status_param(p.status.as_deref())?;
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let (job, page, next) = st
         .hub
