@@ -98,6 +98,20 @@ async fn publishing_commands_drive_a_job_and_watch_exits_by_outcome() {
     cli(&["cancel", "cli-3", "--server", server]).await;
     assert_eq!(cli(&["watch", "cli-3", "--server", server]).await.0, 2);
     assert_eq!(cli(&["watch", "nope", "--server", server]).await.0, 3);
+
+    // `cancel` of a running job asks its worker; `--force` ends it.
+    cli(&["job", "create", "--id", "cli-4", "--server", server]).await;
+    cli(&["progress", "cli-4", "5", "--server", server]).await;
+    let (code, out) = cli(&["cancel", "cli-4", "--reason", "stop", "--server", server]).await;
+    assert_eq!(code, 0, "{out}");
+    let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("json reply");
+    assert_eq!(
+        (&reply["cancel_requested"], &reply["status"]),
+        (&serde_json::json!(true), &serde_json::json!("in_progress"))
+    );
+    let (_, out) = cli(&["cancel", "cli-4", "--force", "--server", server]).await;
+    assert!(out.contains("\"status\":\"cancelled\""), "{out}");
+    assert_eq!(cli(&["watch", "cli-4", "--server", server]).await.0, 2);
 }
 
 #[tokio::test]
