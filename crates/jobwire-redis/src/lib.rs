@@ -28,6 +28,7 @@ pub mod ingest;
 mod keys;
 mod liveness;
 mod subscriber;
+mod tail;
 mod tls;
 
 pub use tls::RedisTls;
@@ -151,6 +152,8 @@ pub struct RedisEngine {
     /// Bounds the history and notification range reads in flight (see
     /// [`MAX_CONCURRENT_READS`]).
     reads: tokio::sync::Semaphore,
+    /// The newest events of watched jobs, fed by the subscriber (see `tail`).
+    tails: Arc<tail::Tails>,
 }
 
 /// Range reads (history pages, notification pages) sent to Redis at once by one
@@ -277,6 +280,12 @@ impl RedisEngine {
         } else {
             client
         };
+        let per_job =
+            usize::try_from(config.retention.max_events_per_job.clamp(1, 10_000)).unwrap_or(10_000);
+        let tails = Arc::new(tail::Tails::new(
+            config.retention.replay_cache_bytes,
+            per_job,
+        ));
         let watcher = subscriber::spawn(
             pubsub_client,
             config.sharded_pubsub,
@@ -284,6 +293,7 @@ impl RedisEngine {
             keys.clone(),
             registry,
             config.command_timeout,
+            tails.clone(),
         );
         if !watcher.wait_connected(config.command_timeout).await {
             watcher.stop();
@@ -298,6 +308,7 @@ impl RedisEngine {
             },
             keys,
             retention: config.retention,
+            tails,
             scripts: Scripts {
                 create: Script::new(include_str!("scripts/create.lua")),
                 publish: Script::new(include_str!("scripts/publish.lua")),
@@ -541,6 +552,11 @@ impl RedisEngine {
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, HubError> {
+        if self.tails.has(job_id) {
+            if let Some(page) = self.history_from_tail(job_id, after, limit).await? {
+                return Ok(page);
+            }
+        }
         let _permit = self.reads.acquire().await.map_err(storage)?;
         let mut conn = self.conn.clone();
         // MULTI/EXEC: the snapshot and the range at one point in time. (A Lua script
@@ -576,6 +592,31 @@ impl RedisEngine {
             last_seq,
             truncated,
         })
+    }
+
+    /// A history page from the replay tail: the snapshot from Redis (the point in
+    /// time of the read), the events from memory when the tail holds them all.
+    async fn history_from_tail(
+        &self,
+        job_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<HistoryPage>, HubError> {
+        let job = self.read_snapshot(job_id).await?;
+        let (truncated, start) = jobwire_core::engine::history_window(&job, after);
+        let Some(events) = self.tails.page(job_id, start, job.seq, limit) else {
+            return Ok(None);
+        };
+        let last_seq = events.last().map_or(after, |(s, _)| *s);
+        self.metrics
+            .replay_cache_bytes
+            .set(i64::try_from(self.tails.bytes()).unwrap_or(i64::MAX));
+        Ok(Some(HistoryPage {
+            job,
+            events,
+            last_seq,
+            truncated,
+        }))
     }
 
     async fn read_notifications(

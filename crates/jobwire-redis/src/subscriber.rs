@@ -15,6 +15,7 @@
 
 use crate::feed;
 use crate::keys::Keys;
+use crate::tail::Tails;
 use crate::{kind_from, parse_entries, RANGE_PAGE};
 use bytes::Bytes;
 use jobwire_core::channel;
@@ -102,6 +103,8 @@ struct Subscriber {
     projects: HashMap<String, usize>,
     healthy: Arc<AtomicBool>,
     rx: mpsc::UnboundedReceiver<Cmd>,
+    /// The replay tails this task feeds (see `tail`).
+    tails: Arc<Tails>,
 }
 
 /// Why a connected session ended.
@@ -117,6 +120,7 @@ pub(crate) fn spawn(
     keys: Keys,
     registry: Arc<Registry>,
     timeout: Duration,
+    tails: Arc<Tails>,
 ) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let healthy = Arc::new(AtomicBool::new(false));
@@ -131,6 +135,7 @@ pub(crate) fn spawn(
         projects: HashMap::new(),
         healthy: healthy.clone(),
         rx,
+        tails,
     };
     tokio::spawn(sub.run());
     Handle { tx, healthy }
@@ -207,10 +212,41 @@ impl Subscriber {
             }
             Some(_) => {
                 self.watched.remove(job);
+                self.tails.drop_job(job);
                 true
             }
             None => false,
         }
+    }
+
+    /// The job's current seq, read after its channel is subscribed; with tails on,
+    /// read as the newest events of its stream, which seed its replay tail.
+    async fn start_watch(&mut self, job: &str) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        if !self.tails.enabled() {
+            let seq: Option<u64> = redis::cmd("HGET")
+                .arg(self.keys.job(job))
+                .arg("seq")
+                .query_async(&mut conn)
+                .await?;
+            return Ok(seq.unwrap_or(0));
+        }
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.events(job))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(self.tails.per_job())
+            .query_async(&mut conn)
+            .await?;
+        let mut events: Vec<(u64, Bytes)> = parse_entries(v)
+            .into_iter()
+            .map(|(s, _, b)| (s, b))
+            .collect();
+        events.reverse();
+        let last = events.last().map_or(0, |(s, _)| *s);
+        self.tails.seed(job, events, last);
+        Ok(last)
     }
 
     async fn connected(&mut self) -> Exit {
@@ -274,15 +310,10 @@ impl Subscriber {
                         }
                         // Events after the current seq arrive on the channel; the
                         // session reads everything up to it from history.
-                        let mut conn = self.conn.clone();
-                        let seq: redis::RedisResult<Option<u64>> = redis::cmd("HGET")
-                            .arg(self.keys.job(&job))
-                            .arg("seq")
-                            .query_async(&mut conn)
-                            .await;
+                        let seq = self.start_watch(&job).await;
                         match seq {
                             Ok(seq) => {
-                                self.watched.insert(job, Watched { refs: 1, last: seq.unwrap_or(0) });
+                                self.watched.insert(job, Watched { refs: 1, last: seq });
                                 let _ = reply.send(Ok(()));
                             }
                             Err(e) => {
@@ -405,6 +436,7 @@ impl Subscriber {
             }
             w.last = seq;
         }
+        self.tails.push(job, seq, &bytes);
         self.registry.broadcast(&Published {
             job_id: Arc::from(job),
             seq,
@@ -449,6 +481,7 @@ impl Subscriber {
                     // Never deliver a silent gap: watchers reconnect with `since`
                     // and get `history_truncated`.
                     self.registry.close_watchers(job, Closed::Resync);
+                    self.tails.drop_job(job);
                 }
             }
             for (seq, kind, json) in entries {
