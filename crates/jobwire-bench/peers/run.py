@@ -62,6 +62,31 @@ def raise_nofile() -> int:
     return hard
 
 
+def busy_cores(interval: float = 1.0) -> float:
+    """CPUs busy (all processes, everything but idle and iowait) over `interval`."""
+    def busy() -> tuple[float, float]:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(v) - v[3] - v[4], time.monotonic()
+    (b0, t0) = busy()
+    time.sleep(interval)
+    (b1, t1) = busy()
+    return (b1 - b0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
+def wait_quiet(limit: float) -> None:
+    """Waits up to `limit` seconds for the machine to be quiet (< 0.15 core busy)."""
+    end = time.monotonic() + limit
+    while limit > 0:
+        b = busy_cores()
+        if b < 0.15:
+            return
+        if time.monotonic() >= end:
+            log(f"still {b:.2f} cores busy after {limit:.0f} s; running anyway (figures flagged UNDER LOAD)")
+            return
+        log(f"{b:.2f} cores busy with other work; waiting for a quiet machine")
+        time.sleep(4)
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -254,8 +279,12 @@ def checks(r: dict | None, rc: int) -> str:
     if isinstance(other, (int, float)) and other > 0.1:
         s += f", UNDER LOAD ({other:.2f} cores of other processes)"
     errs = get(r, "results", "publish", "errors")
-    if errs:
-        s += f", publish errors {errs}"
+    if isinstance(errs, dict) and errs:
+        top = max(errs, key=errs.get).split(": ")[-1][:40]
+        s += f", {sum(errs.values()):,} publish errors (e.g. {top})"
+    stalls = get(r, "results", "publish", "stalls")
+    if stalls:
+        s += f", publisher stalled {stalls:,} times (rate not held)"
     return s
 
 
@@ -276,6 +305,7 @@ def rows(key: str, r: dict | None) -> list[tuple[str, str]]:
             ("core-s per million deliveries", fmt(get(r, "server", "cpu_per_million"), 1)),
             ("server CPU (% of a core)", fmt(get(r, "server", "cpu_util"), 0, pct=True)),
             ("loss", loss(r)),
+            ("bench CPU (% of its core; near 100: bench-bound too)", fmt(get(r, "bench", "cpu_util"), 0, pct=True)),
         ]
     if key == "many-jobs":
         return [
@@ -318,6 +348,8 @@ def main() -> int:
     ap.add_argument("--source-ips", type=int, default=4)
     ap.add_argument("--only", default="", help="comma-separated scenario keys (fanout-200,fanout-1000,many-jobs,idle)")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated: jobwire,nchan")
+    ap.add_argument("--wait-quiet", type=float, default=float(os.environ.get("PEERS_WAIT_QUIET", 0)),
+                    help="before each run, wait up to this many seconds for other load to stop (env PEERS_WAIT_QUIET)")
     ap.add_argument("--out", type=Path, help="also write peers.json and peers.md here")
     a = ap.parse_args()
     if not (0 < a.duration <= 600 and 0 < a.idle_connections <= 19_000):
@@ -364,6 +396,7 @@ def main() -> int:
             titles[key] = title
             runs[key] = {}
             for peer in peers:
+                wait_quiet(a.wait_quiet)
                 log(f"== {key} on {peer}")
                 server = start_jobwire(a.bin_dir, tmp, key) if peer == "jobwire" else start_nchan(tmp, key, nofile)
                 cmd, report, rc = run_bench(bench, server, key, args, a.source_ips)
