@@ -156,6 +156,8 @@ http {{
     keepalive_timeout 300s;
     tcp_nodelay on;
     nchan_shared_memory_size 256m;
+    nchan_message_buffer_length 10;
+    nchan_message_timeout 1h;
     server {{
         listen 127.0.0.1:{port} backlog=1024;
         location ~ ^/pub/(.+)$ {{
