@@ -14,8 +14,12 @@
 //! over its measured window. Output: one JSON line, then a readable summary. The
 //! exit status is 1 when a correctness check failed (loss, gaps, failed clients).
 //! Only 127.0.0.0/8 is ever targeted.
+//!
+//! `--peer nchan` drives nginx + nchan instead (idle, fanout, many-jobs), for the
+//! side-by-side figures of `peers/run.py`; see `peer`.
 
 mod net;
+mod peer;
 mod procfs;
 mod publish;
 mod report;
@@ -25,6 +29,7 @@ mod watch;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use net::{Http, Sources, Target};
+use peer::Peer;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,6 +79,10 @@ struct Common {
     /// Prefix of the job ids this run creates (default: bench-<unix seconds>).
     #[arg(long, global = true)]
     run_id: Option<String>,
+    /// The server under test: jobwire, or nginx + nchan (`POST /pub/<id>`,
+    /// WebSocket `/sub/<id>`; idle, fanout and many-jobs only).
+    #[arg(long, global = true, value_enum, default_value_t = Peer::Jobwire)]
+    peer: Peer,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +113,7 @@ pub(crate) struct Ctx {
     pub(crate) connect_timeout: Duration,
     pub(crate) ws_cfg: WebSocketConfig,
     pub(crate) run_id: String,
+    pub(crate) peer: Peer,
 }
 
 impl Ctx {
@@ -129,6 +139,7 @@ impl Ctx {
             connect_timeout: secs("connect-timeout", c.connect_timeout)?,
             ws_cfg: net::ws_config(c.client_read_buffer),
             run_id,
+            peer: c.peer,
         })
     }
 
@@ -148,6 +159,7 @@ impl Ctx {
             "source_ips": self.sources.len(),
             "connect_concurrency": self.connect_concurrency,
             "run_id": self.run_id,
+            "peer": self.peer.name(),
         })
     }
 }
@@ -167,6 +179,12 @@ pub(crate) fn note(scenario: &str, msg: impl std::fmt::Display) {
 
 async fn run(cli: Cli, nofile: u64) -> Result<bool> {
     let ctx = Arc::new(Ctx::new(&cli.common)?);
+    if ctx.peer != Peer::Jobwire && matches!(cli.cmd, Cmd::Ingest(_) | Cmd::Replay(_)) {
+        bail!(
+            "--peer {} supports idle, fanout, many-jobs and floor",
+            ctx.peer.name()
+        );
+    }
     let load_start = procfs::loadavg();
     let report = match cli.cmd {
         Cmd::Idle(a) => scenarios::idle::run(&ctx, a).await?,

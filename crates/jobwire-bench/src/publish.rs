@@ -3,9 +3,12 @@
 //!
 //! Every bench event is `{"type":"custom","name":"bench","data":{"t":<unix ns>}}`:
 //! custom events are never coalesced, and `t` (taken just before the request is
-//! sent) lets watchers measure publish -> receive latency.
+//! sent) lets watchers measure publish -> receive latency. On nchan (`--peer
+//! nchan`) the open-loop publisher sends one such event per request, with a seq the
+//! bench counts per job (see `peer`).
 
 use crate::net::Http;
+use crate::peer::{nchan_publish, Peer};
 use crate::report::{histogram, record, Errors};
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, TryStreamExt};
@@ -101,6 +104,8 @@ pub(crate) async fn post_events(
 pub(crate) struct PubStats {
     /// Highest acknowledged seq per job.
     pub(crate) max_seq: Vec<AtomicU64>,
+    /// nchan only: the last seq handed out per job.
+    next_seq: Vec<AtomicU64>,
     pub(crate) events_ok: AtomicU64,
     pub(crate) requests_ok: AtomicU64,
     pub(crate) errors: Errors,
@@ -112,6 +117,7 @@ impl PubStats {
     pub(crate) fn new(jobs: usize) -> Result<Arc<PubStats>> {
         Ok(Arc::new(PubStats {
             max_seq: (0..jobs).map(|_| AtomicU64::new(0)).collect(),
+            next_seq: (0..jobs).map(|_| AtomicU64::new(0)).collect(),
             events_ok: AtomicU64::new(0),
             requests_ok: AtomicU64::new(0),
             errors: Errors::default(),
@@ -145,6 +151,8 @@ pub(crate) struct Plan {
     pub(crate) batch: usize,
     /// Requests in flight at most; past that the publisher waits (a "stall").
     pub(crate) max_inflight: usize,
+    /// The server published to (nchan: `batch` must be 1).
+    pub(crate) peer: Peer,
 }
 
 /// What the open-loop publisher did.
@@ -169,6 +177,9 @@ pub(crate) async fn open_loop(
     if jobs.is_empty() || plan.rate <= 0.0 || plan.batch == 0 {
         bail!("nothing to publish");
     }
+    if plan.peer == Peer::Nchan && plan.batch != 1 {
+        bail!("nchan takes one event per publish (--batch 1)");
+    }
     let per_request = Duration::from_secs_f64(plan.batch as f64 / plan.rate);
     let requests = ((plan.rate * plan.duration.as_secs_f64()) / plan.batch as f64).ceil() as u64;
     let inflight = plan.max_inflight.clamp(1, Semaphore::MAX_PERMITS);
@@ -189,12 +200,21 @@ pub(crate) async fn open_loop(
         };
         let job = (i as usize) % jobs.len();
         let (http, jobs, stats) = (http.clone(), jobs.clone(), stats.clone());
-        let batch = plan.batch;
+        let (batch, peer) = (plan.batch, plan.peer);
         tokio::spawn(async move {
             let _permit = permit;
             let t0 = Instant::now();
-            let body = bench_body(batch);
-            match post_events(http.client(), &http.base, &jobs[job], body).await {
+            let sent = match peer {
+                Peer::Jobwire => {
+                    let body = bench_body(batch);
+                    post_events(http.client(), &http.base, &jobs[job], body).await
+                }
+                Peer::Nchan => {
+                    let seq = stats.next_seq[job].fetch_add(1, Ordering::Relaxed) + 1;
+                    nchan_publish(http.client(), &http.base, &jobs[job], seq).await
+                }
+            };
+            match sent {
                 Ok(seq) => stats.ok(job, seq, batch, t0.elapsed()),
                 Err(e) => stats.errors.add_err(&e),
             }

@@ -66,7 +66,9 @@ pub(crate) async fn open_watchers(
             let src = ctx.sources.next();
             let opened = tokio::time::timeout(
                 ctx.connect_timeout,
-                watch::open(&ctx.watch, src, &jobs[job], endpoint, None, ctx.ws_cfg),
+                watch::open(
+                    &ctx.watch, src, &jobs[job], endpoint, None, ctx.ws_cfg, ctx.peer,
+                ),
             )
             .await;
             drop(permit);

@@ -1,9 +1,11 @@
 //! The watcher side: open a subscription (single-job socket or multiplexed socket),
 //! read the snapshot, then either stay live (counting deliveries, checking seq
 //! continuity, measuring publish -> receive latency from the event's `data.t`) or
-//! read history until caught up (replay).
+//! read history until caught up (replay). With `--peer nchan`, the subscription is
+//! nchan's (no snapshot) and seqs are counted with a set (see `peer`).
 
 use crate::net::{connect_ws, Target, Ws};
+use crate::peer::{nchan_payload, nchan_sub_path, Admit, Peer, SeqSet};
 use crate::publish::now_ns;
 use crate::report::{histogram, record, Errors};
 use anyhow::{bail, Context, Result};
@@ -38,16 +40,19 @@ impl Endpoint {
     }
 }
 
-/// An open subscription, past its snapshot frame.
+/// An open subscription, past its snapshot frame (nchan: past the upgrade, with
+/// `snap_seq` 0).
 pub(crate) struct Conn {
     pub(crate) ws: Ws,
     pub(crate) snap_seq: u64,
+    pub(crate) peer: Peer,
 }
 
 /// Most non-snapshot frames tolerated before the snapshot (pings, pongs).
 const MAX_FRAMES_BEFORE_SNAPSHOT: usize = 16;
 
-/// Connects, subscribes to `job` and reads the snapshot frame.
+/// Connects, subscribes to `job` and reads the snapshot frame. On nchan the
+/// subscription is the upgrade itself (`endpoint` and `since` do not apply).
 pub(crate) async fn open(
     target: &Target,
     src: Ipv4Addr,
@@ -55,7 +60,16 @@ pub(crate) async fn open(
     endpoint: Endpoint,
     since: Option<u64>,
     cfg: WebSocketConfig,
+    peer: Peer,
 ) -> Result<Conn> {
+    if peer == Peer::Nchan {
+        let ws = connect_ws(target, src, &nchan_sub_path(job), cfg).await?;
+        return Ok(Conn {
+            ws,
+            snap_seq: 0,
+            peer,
+        });
+    }
     let path = match (endpoint, since) {
         (Endpoint::Single, Some(s)) => format!("/v1/jobs/{job}/ws?since={s}"),
         (Endpoint::Single, None) => format!("/v1/jobs/{job}/ws"),
@@ -81,7 +95,7 @@ pub(crate) async fn open(
                             .get("seq")
                             .and_then(Value::as_u64)
                             .context("snapshot without seq")?;
-                        return Ok(Conn { ws, snap_seq });
+                        return Ok(Conn { ws, snap_seq, peer });
                     }
                     Some("error") => bail!(
                         "error frame {}",
@@ -156,8 +170,10 @@ pub(crate) struct Live {
     pub(crate) received: AtomicU64,
     /// Seqs skipped between consecutive frames of one watcher.
     pub(crate) gaps: AtomicU64,
-    /// Frames with a seq not above the last one.
+    /// Frames with a seq not above the last one (nchan: a seq seen before).
     pub(crate) dups: AtomicU64,
+    /// nchan only: new seqs that arrived after a higher one (not a failure).
+    pub(crate) reordered: AtomicU64,
     /// Unix ns of the last delivery.
     pub(crate) last_ns: AtomicU64,
     /// Events with `t` below this (warm-up) are counted but not timed.
@@ -173,6 +189,7 @@ impl Live {
             received: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             dups: AtomicU64::new(0),
+            reordered: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             measure_from_ns: AtomicU64::new(u64::MAX),
             latency: Mutex::new(histogram()?),
@@ -203,6 +220,59 @@ pub(crate) struct Watched {
 /// Latency samples a watcher keeps before taking the shared histogram's lock.
 const LOCAL_SAMPLES: usize = 256;
 
+/// How a watcher admits seqs: jobwire's arrive in order, nchan's may not.
+enum Track {
+    /// The last seq received (starts at the snapshot's).
+    Ordered(u64),
+    Set(SeqSet),
+}
+
+impl Track {
+    /// Counts a duplicate, gap or reorder into `shared`; false for a duplicate.
+    fn admit(&mut self, seq: u64, shared: &Live) -> bool {
+        match self {
+            Track::Ordered(last) => {
+                if seq <= *last {
+                    shared.dups.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                if seq > *last + 1 {
+                    shared.gaps.fetch_add(seq - *last - 1, Ordering::Relaxed);
+                }
+                *last = seq;
+                true
+            }
+            Track::Set(set) => match set.insert(seq) {
+                Admit::Duplicate => {
+                    shared.dups.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Admit::Reordered => {
+                    shared.reordered.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Admit::InOrder => true,
+            },
+        }
+    }
+
+    /// At the end: the seqs a set never saw below its highest are gaps.
+    fn finish(&self, shared: &Live) {
+        if let Track::Set(set) = self {
+            shared.gaps.fetch_add(set.missing(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The text of a data frame, as the server under test sends it.
+fn frame_text(msg: &Message, peer: Peer) -> Option<&str> {
+    match (msg, peer) {
+        (Message::Text(t), Peer::Jobwire) => Some(t.as_str()),
+        (_, Peer::Jobwire) => None,
+        (_, Peer::Nchan) => nchan_payload(msg),
+    }
+}
+
 /// Reads live frames until `stop` turns true (or the server ends the connection).
 pub(crate) async fn live(
     conn: Conn,
@@ -210,8 +280,15 @@ pub(crate) async fn live(
     shared: &Live,
     mut stop: watch::Receiver<bool>,
 ) -> Watched {
-    let Conn { mut ws, snap_seq } = conn;
-    let mut last = snap_seq;
+    let Conn {
+        mut ws,
+        snap_seq,
+        peer,
+    } = conn;
+    let mut track = match peer {
+        Peer::Jobwire => Track::Ordered(snap_seq),
+        Peer::Nchan => Track::Set(SeqSet::default()),
+    };
     let mut received = 0u64;
     let mut ended_early = false;
     let mut samples = Vec::new();
@@ -222,36 +299,31 @@ pub(crate) async fn live(
             m = ws.next() => m,
         };
         match msg {
-            Some(Ok(Message::Text(t))) => {
-                if let Frame::Event { seq, t_ns } = classify(t.as_str()) {
-                    if seq <= last {
-                        shared.dups.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let now = now_ns();
-                    if seq > last + 1 {
-                        shared.gaps.fetch_add(seq - last - 1, Ordering::Relaxed);
-                    }
-                    last = seq;
-                    received += 1;
-                    shared.received.fetch_add(1, Ordering::Relaxed);
-                    shared.last_ns.fetch_max(now, Ordering::Relaxed);
-                    if let Some(t) = t_ns {
-                        if t >= shared.measure_from_ns.load(Ordering::Relaxed) {
-                            samples.push(now.saturating_sub(t) / 1000);
-                            if samples.len() >= LOCAL_SAMPLES {
-                                shared.flush(&mut samples);
-                            }
-                        }
-                    }
-                }
-            }
             Some(Ok(Message::Close(c))) => {
                 shared.ended.add(close_kind(c));
                 ended_early = true;
                 break;
             }
-            Some(Ok(_)) => {}
+            Some(Ok(m)) => {
+                let Some(Frame::Event { seq, t_ns }) = frame_text(&m, peer).map(classify) else {
+                    continue;
+                };
+                if !track.admit(seq, shared) {
+                    continue;
+                }
+                let now = now_ns();
+                received += 1;
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                shared.last_ns.fetch_max(now, Ordering::Relaxed);
+                if let Some(t) = t_ns {
+                    if t >= shared.measure_from_ns.load(Ordering::Relaxed) {
+                        samples.push(now.saturating_sub(t) / 1000);
+                        if samples.len() >= LOCAL_SAMPLES {
+                            shared.flush(&mut samples);
+                        }
+                    }
+                }
+            }
             Some(Err(e)) => {
                 shared.ended.add(format!("read error: {e}"));
                 ended_early = true;
@@ -264,6 +336,7 @@ pub(crate) async fn live(
             }
         }
     }
+    track.finish(shared);
     shared.flush(&mut samples);
     if !ended_early {
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -286,7 +359,9 @@ pub(crate) struct CaughtUp {
 
 /// Reads events until the snapshot's seq has arrived.
 pub(crate) async fn catch_up(conn: Conn, since: u64) -> Result<CaughtUp> {
-    let Conn { mut ws, snap_seq } = conn;
+    let Conn {
+        mut ws, snap_seq, ..
+    } = conn;
     let mut last = since;
     let mut events = 0;
     let mut gaps = 0;

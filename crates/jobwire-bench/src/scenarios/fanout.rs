@@ -5,7 +5,12 @@
 //! of its job - its snapshot seq). Latency is receive time - the event's `data.t`
 //! (set just before the publish request was sent), so it covers HTTP, the durable
 //! commit, fan-out and the WebSocket write.
+//!
+//! On nchan (`--peer nchan`) there is no snapshot: watchers connect before the first
+//! publish, so every acknowledged event of their job is expected; events delivered
+//! out of order are counted as `reordered` (not a failure).
 
+use crate::peer::Peer;
 use crate::procfs::{round, Window};
 use crate::publish::{create_jobs, now_ns, open_loop, Plan, PubStats};
 use crate::report::{hist_json, hist_line, Report};
@@ -116,8 +121,15 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, p: FanoutParams, name: &'static str) -> 
         bail!("--batch must be 1..=1000");
     }
     let ids = Arc::new(ctx.job_ids(name, p.jobs));
-    note(name, format!("creating {} jobs", ids.len()));
-    create_jobs(&ctx.http, &ids, 64).await?;
+    if ctx.peer == Peer::Jobwire {
+        note(name, format!("creating {} jobs", ids.len()));
+        create_jobs(&ctx.http, &ids, 64).await?;
+    } else if p.c.batch != 1 {
+        bail!(
+            "--peer {} publishes one event per request (--batch 1)",
+            ctx.peer.name()
+        );
+    }
     let watchers = open_watchers(ctx, name, &ids, p.jobs * p.watchers, p.c.endpoint).await?;
     let stats = PubStats::new(p.jobs)?;
     note(
@@ -141,6 +153,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, p: FanoutParams, name: &'static str) -> 
         duration: warmup + duration,
         batch: p.c.batch,
         max_inflight: p.c.max_inflight,
+        peer: ctx.peer,
     };
     let out = open_loop(ctx.http.clone(), ids.clone(), plan, stats.clone()).await?;
     let last_seq = |j: usize| stats.max_seq[j].load(Ordering::Relaxed);
@@ -184,6 +197,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, p: FanoutParams, name: &'static str) -> 
     let unaccounted = connected.saturating_sub(seen.len()) as u64;
     let gaps = live.gaps.load(Ordering::Relaxed);
     let dups = live.dups.load(Ordering::Relaxed);
+    let reordered = live.reordered.load(Ordering::Relaxed);
     let latency = live
         .latency
         .lock()
@@ -229,6 +243,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, p: FanoutParams, name: &'static str) -> 
             "extra": extra,
             "gaps": gaps,
             "duplicates": dups,
+            "reordered": reordered,
             "watchers_ended_early": ended_early,
             "watchers_unaccounted": unaccounted,
             "ended": live.ended.json(),
@@ -247,8 +262,9 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, p: FanoutParams, name: &'static str) -> 
     ));
     r.line(format!("ack latency     {}", hist_line(&ack)));
     r.line(format!(
-        "deliveries      {received} of {expected} expected ({:.0}/s); lost {lost} ({lossy} watchers), gaps {gaps}, duplicates {dups}, ended early {ended_early}{}",
+        "deliveries      {received} of {expected} expected ({:.0}/s); lost {lost} ({lossy} watchers), gaps {gaps}, duplicates {dups}{}, ended early {ended_early}{}",
         received as f64 / deliver_secs,
+        if ctx.peer == Peer::Jobwire { String::new() } else { format!(", reordered {reordered}") },
         if ended_early > 0 { format!(" ({})", live.ended.line()) } else { String::new() }
     ));
     r.line(format!("latency         {}", hist_line(&latency)));

@@ -1,6 +1,7 @@
 //! `idle`: N single-job WebSockets over K jobs, held for D seconds. Server RSS per
 //! connection = (VmRSS once all are connected - VmRSS before) / connections.
 
+use crate::peer::Peer;
 use crate::procfs::{round, sample, Window};
 use crate::publish::create_jobs;
 use crate::report::Report;
@@ -49,8 +50,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, a: IdleArgs) -> Result<Report> {
     let settle = secs("settle", a.settle)?;
     let n = a.connections.min(1_000_000);
     let ids = Arc::new(ctx.job_ids(S, a.jobs.clamp(1, 100_000)));
-    note(S, format!("creating {} jobs", ids.len()));
-    create_jobs(&ctx.http, &ids, 64).await?;
+    if ctx.peer == Peer::Jobwire {
+        note(S, format!("creating {} jobs", ids.len()));
+        create_jobs(&ctx.http, &ids, 64).await?;
+    }
     tokio::time::sleep(settle).await;
     let rss0 = sum_rss(&ctx.pids)?;
     let bench0 = sample(None)?.rss_kib;

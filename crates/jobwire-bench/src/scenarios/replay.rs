@@ -102,6 +102,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, a: ReplayArgs) -> Result<Report> {
                     endpoint,
                     Some(since),
                     ctx.ws_cfg,
+                    ctx.peer,
                 ),
             )
             .await;
