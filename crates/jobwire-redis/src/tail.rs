@@ -143,7 +143,8 @@ impl Tails {
         }
         let skip = usize::try_from(start - first).ok()?;
         let take = usize::try_from(upto - start + 1).ok()?.min(limit);
-        Some(tail.events.iter().skip(skip).take(take).cloned().collect())
+        let end = skip.saturating_add(take).min(tail.events.len());
+        Some(tail.events.range(skip.min(end)..end).cloned().collect())
     }
 
     /// Bytes held in all tails.
