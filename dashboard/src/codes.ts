@@ -34,6 +34,7 @@ export const ERROR_CODES: Record<string, readonly [number, number]> = {
   already_subscribed: [2005, 409],
   not_subscribed: [2006, 409],
   too_many_subscriptions: [2007, 429],
+  invalid_parent: [2008, 422],
   unauthorized: [3001, 401],
   token_expired: [3002, 401],
   forbidden: [3003, 403],
