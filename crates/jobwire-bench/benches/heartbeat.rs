@@ -93,7 +93,7 @@ fn heartbeats(b: Bencher) {
         f.rt.block_on(async {
             let beats = ids
                 .iter()
-                .map(|id| f.hub.heartbeat(&access, id, None, None));
+                .map(|id| f.hub.heartbeat(&access, id, None, None, None));
             for r in futures_util::future::join_all(beats).await {
                 r.expect("heartbeat");
             }

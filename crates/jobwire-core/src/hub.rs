@@ -329,7 +329,8 @@ impl Hub {
     }
 
     /// A heartbeat: renews the job's deadline (ending a stall), optionally with
-    /// progress and a checkpoint (stored as one `progress` event). Returns the job's
+    /// progress and a checkpoint (stored as one `progress` event, idempotent by
+    /// `event_id` like a publish). Returns the job's
     /// liveness facts (the worker reads `cancel_requested` from them).
     pub async fn heartbeat(
         &self,
@@ -337,6 +338,7 @@ impl Hub {
         job_id: &str,
         progress: Option<f64>,
         checkpoint: Option<Value>,
+        event_id: Option<String>,
     ) -> Result<Live, HubError> {
         let key = self.visible_key(access, job_id).await?;
         let job = self.engine.snapshot(&key).await?;
@@ -351,7 +353,7 @@ impl Hub {
                     message: None,
                     checkpoint,
                 },
-                event_id: None,
+                event_id,
                 metadata: None,
             };
             if !(0.0..=100.0).contains(&progress.unwrap_or(0.0)) {

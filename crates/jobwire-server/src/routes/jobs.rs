@@ -271,6 +271,8 @@ pub(super) async fn cancel(
 struct HeartbeatBody {
     progress: Option<f64>,
     checkpoint: Option<Value>,
+    /// Makes a heartbeat that stores progress safe to retry.
+    event_id: Option<String>,
 }
 
 /// `POST /v1/jobs/{id}/heartbeat`: the worker is alive (renews the job's
@@ -288,9 +290,19 @@ pub(super) async fn heartbeat(
     } else {
         serde_json::from_value(value).map_err(invalid_request)?
     };
+    if let Some(e) = &body.event_id {
+        EventInput::from_value(json!({"type": "log", "line": "", "event_id": e}))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.message))?;
+    }
     let live = st
         .hub
-        .heartbeat(&caller.access, &id, body.progress, body.checkpoint)
+        .heartbeat(
+            &caller.access,
+            &id,
+            body.progress,
+            body.checkpoint,
+            body.event_id,
+        )
         .await?;
     let reply = json!({
         "job_id": id,
