@@ -307,11 +307,20 @@ test('the cancel button cancels the job', async () => {
     await page.click('text=Keep running');
     await page.click('text=Cancel job');
     await page.click('text=Yes, cancel it');
+    // A running job's cancel is a request to its worker: the job runs on until the
+    // worker confirms.
+    let asked;
+    for (let i = 0; i < 50 && !asked; i++) {
+      asked = (await api(srv.url, 'GET', '/v1/jobs/cancel-me')).cancel_requested;
+      if (!asked) await page.waitForTimeout(50);
+    }
+    assert.equal(asked?.reason, 'cancelled from the dashboard');
+    await publish(srv.url, 'cancel-me', [{ type: 'cancelled', reason: 'stopped by the worker' }]);
     await page.waitForSelector('.job-head .badge-cancelled');
     assert.equal(await page.$$eval('text=Cancel job', (e) => e.length), 0, 'no cancel button on a finished job');
     const snap = await api(srv.url, 'GET', '/v1/jobs/cancel-me');
     assert.equal(snap.status, 'cancelled');
-    assert.equal(snap.message, 'cancelled from the dashboard');
+    assert.equal(snap.message, 'stopped by the worker');
     // The timeline shows the cancel; the table too.
     await page.waitForSelector('.timeline .badge-cancelled');
     await page.click('.back');
