@@ -27,6 +27,38 @@ export interface PublishResult {
   job_id: string;
   /** One seq per input event; a retried `event_id` maps to its original seq. */
   seqs: number[];
+  /** True when a cancel of the job was requested: the worker should stop and publish `cancelled`. */
+  cancel_requested?: boolean;
+}
+
+export interface CancelOptions {
+  reason?: string;
+  /** End a running job now instead of asking its worker to stop. */
+  force?: boolean;
+}
+/**
+ * A cancel's outcome. A job no worker had started (or `force`) ends at once: `status`
+ * `cancelled`, `cancelRequested` false. A running job is asked to stop: `status`
+ * `in_progress`, `cancelRequested` true, until its worker publishes `cancelled`.
+ */
+export interface CancelResult {
+  jobId: string;
+  /** The `cancelled` or `cancel_requested` event's seq (a repeated request answers the same one). */
+  seqs: number[];
+  status: JobStatus;
+  cancelRequested: boolean;
+}
+export interface HeartbeatInput {
+  /** Appends a `progress` event at this percent. */
+  progress?: number;
+  /** Kept in the snapshot (`checkpoint`) for a worker that resumes the job. */
+  checkpoint?: unknown;
+}
+export interface HeartbeatResult {
+  jobId: string;
+  status: JobStatus;
+  /** Stop work and publish `{"type":"cancelled"}` when true. */
+  cancelRequested: boolean;
 }
 
 export interface CreateJobInput {
@@ -150,9 +182,20 @@ export async function history(ctx: HttpContext, jobId: string, since = 0, limit 
   return request(ctx, 'GET', `/v1/jobs/${encodeURIComponent(jobId)}/events?since=${since}&limit=${limit}`);
 }
 
-export async function cancel(ctx: HttpContext, jobId: string, reason?: string): Promise<PublishResult> {
+type Reply = { job_id: string; seqs?: number[]; status: JobStatus; cancel_requested: boolean };
+
+/** Cancels a job, or asks its worker to stop when it runs (see CancelResult). A string is the reason. */
+export async function cancel(ctx: HttpContext, jobId: string, opts: string | CancelOptions = {}): Promise<CancelResult> {
   checkJobId(jobId);
-  const body: { reason?: string; event_id: string } = { event_id: `cancel-${randomKey()}` };
-  if (reason !== undefined) body.reason = reason;
-  return request(ctx, 'POST', `/v1/jobs/${encodeURIComponent(jobId)}/cancel`, body);
+  const o = typeof opts === 'string' ? { reason: opts } : opts;
+  const r = await request<Reply>(ctx, 'POST', `/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { event_id: `cancel-${randomKey()}`, ...o });
+  return { jobId: r.job_id, seqs: r.seqs ?? [], status: r.status, cancelRequested: r.cancel_requested };
+}
+
+/** A worker's heartbeat: renews the job's liveness deadline and tells whether a cancel was requested. */
+export async function heartbeat(ctx: HttpContext, jobId: string, input: HeartbeatInput = {}): Promise<HeartbeatResult> {
+  checkJobId(jobId);
+  const body = input.progress === undefined && input.checkpoint === undefined ? undefined : input;
+  const r = await request<Reply>(ctx, 'POST', `/v1/jobs/${encodeURIComponent(jobId)}/heartbeat`, body);
+  return { jobId: r.job_id, status: r.status, cancelRequested: r.cancel_requested };
 }

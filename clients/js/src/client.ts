@@ -247,8 +247,13 @@ export class Jobwire {
   history(jobId: string, since?: number, limit?: number): Promise<api.HistoryPage> {
     return api.history(this.http, jobId, since, limit);
   }
-  cancel(jobId: string, reason?: string): Promise<api.PublishResult> {
-    return api.cancel(this.http, jobId, reason);
+  cancel(jobId: string, opts?: string | api.CancelOptions): Promise<api.CancelResult> {
+    return api.cancel(this.http, jobId, opts);
+  }
+
+  /** For workers: renews the job's liveness deadline (optionally with progress or a checkpoint); returns the cancel flag. */
+  heartbeat(jobId: string, input?: api.HeartbeatInput): Promise<api.HeartbeatResult> {
+    return api.heartbeat(this.http, jobId, input);
   }
 
   /** A live list of a project's jobs (`'*'`: every project of the tenant) over its own channel socket. */

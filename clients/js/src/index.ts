@@ -17,7 +17,7 @@ export type { ConnectionInfo, ConnectionState } from './connection.js';
 export { ProjectWatch } from './channel.js';
 export type { ProjectWatchOptions } from './channel.js';
 export type { SnapshotInfo, GapInfo } from './entry.js';
-export type { JobView, LogLine, StepView } from './view.js';
+export type { JobView, LogLine, StepView, CancelRequest } from './view.js';
 export { viewFromSnapshot, applyEvent, viewFromCreated } from './view.js';
 export { JobwireError, StopRetrying } from './errors.js';
 export { CLOSE_CODES, ERROR_CODES, closeAction } from './codes.js';
@@ -32,8 +32,9 @@ export type {
   JobSnapshot,
   WireEvent,
   WireLog,
+  WireCancelRequest,
   PublishEvent,
   ServerFrame,
 } from './types.js';
 export { isTerminalStatus, TERMINAL_STATUSES } from './types.js';
-export type { PublishResult, CreateJobInput, CreateJobResult, ListJobsQuery, HistoryPage, RetryOptions } from './api.js';
+export type { PublishResult, CreateJobInput, CreateJobResult, ListJobsQuery, HistoryPage, RetryOptions, CancelOptions, CancelResult, HeartbeatInput, HeartbeatResult } from './api.js';

@@ -32,11 +32,45 @@ export interface JobSnapshot {
   created_at: string;
   updated_at: string;
   finished_at?: string;
+  /** Liveness and cancel settings given at create (seconds); absent when unset. */
+  heartbeat_timeout?: number;
+  stall_fail_after?: number;
+  cancel_timeout?: number;
+  /** Present only while the job is stalled (no heartbeat or publish within `heartbeat_timeout`). */
+  stalled_since?: string;
+  /** Present once a cancel was requested (it stays after the job ended). */
+  cancel_requested?: WireCancelRequest;
+  /** The last checkpoint a heartbeat or progress event carried. */
+  checkpoint?: unknown;
+  /** Percent per second, smoothed by the server; absent while unknown. */
+  rate?: number;
+  /** Seconds left at `rate`; absent while unknown and once the job ended. */
+  eta_seconds?: number;
+}
+
+/** A requested cancel, as the snapshot keeps it (`seq` is the `cancel_requested` event's). */
+export interface WireCancelRequest {
+  at: string;
+  seq?: number;
+  by?: string;
+  reason?: string;
 }
 
 /** A wire event as watchers receive it. Type-specific fields are optional here; `type` tells which are present. */
 export interface WireEvent {
-  type: 'created' | 'status' | 'progress' | 'step' | 'log' | 'completed' | 'failed' | 'cancelled' | 'custom';
+  type:
+    | 'created'
+    | 'status'
+    | 'progress'
+    | 'step'
+    | 'log'
+    | 'completed'
+    | 'failed'
+    | 'cancelled'
+    | 'custom'
+    | 'stalled'
+    | 'recovered'
+    | 'cancel_requested';
   job_id: string;
   seq: number;
   timestamp: string;
@@ -56,12 +90,25 @@ export interface WireEvent {
   reason?: string;
   name?: string;
   data?: unknown;
+  /** `progress`: server-computed percent per second and seconds left, when known. */
+  rate?: number;
+  eta_seconds?: number;
+  /** `progress`: a checkpoint a heartbeat or the worker sent. */
+  checkpoint?: unknown;
+  /** `created` (the job's settings) and `stalled` (the timeout that ran out). */
+  heartbeat_timeout?: number;
+  stall_fail_after?: number;
+  cancel_timeout?: number;
+  /** `recovered`: seconds the job was stalled. */
+  stalled_for?: number;
+  /** `cancel_requested`: the `sub` of who asked. */
+  by?: string;
 }
 
 /** An event a worker publishes (`POST /v1/jobs/{id}/events`). */
 export type PublishEvent =
   | { type: 'status'; status: 'queued' | 'in_progress'; message?: string; event_id?: string; metadata?: Record<string, unknown> }
-  | { type: 'progress'; progress: number; stage?: string; message?: string; event_id?: string; metadata?: Record<string, unknown> }
+  | { type: 'progress'; progress: number; stage?: string; message?: string; checkpoint?: unknown; event_id?: string; metadata?: Record<string, unknown> }
   | { type: 'step'; step: string; label?: string; message?: string; event_id?: string; metadata?: Record<string, unknown> }
   | { type: 'log'; line: string; level?: string; event_id?: string; metadata?: Record<string, unknown> }
   | { type: 'completed'; result?: unknown; message?: string; event_id?: string; metadata?: Record<string, unknown> }

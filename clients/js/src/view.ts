@@ -2,7 +2,7 @@
  * The reduced, immutable JobView: built from a snapshot (or a `created` event) and advanced
  * by wire events with the server's own fold rules (docs/protocol.md "The snapshot").
  */
-import type { JobSnapshot, JobStatus, WireEvent, WireLog } from './types.js';
+import type { JobSnapshot, JobStatus, WireCancelRequest, WireEvent, WireLog } from './types.js';
 import { isTerminalStatus } from './types.js';
 
 /** A log line with its 1-based line number in the job (line numbers survive reconnects and gaps). */
@@ -50,6 +50,32 @@ export interface JobView {
   readonly updatedAt: string;
   readonly finishedAt?: string;
   readonly isTerminal: boolean;
+  /** Liveness and cancel settings given at create (seconds). */
+  readonly heartbeatTimeout?: number;
+  readonly stallFailAfter?: number;
+  readonly cancelTimeout?: number;
+  /** When the job was found stalled; set only while it is stalled (a `recovered` clears it). */
+  readonly stalledSince?: string;
+  /** Set once someone asked for a cancel the worker has to confirm (kept after the job ended). */
+  readonly cancelRequested?: CancelRequest;
+  /** The last checkpoint a heartbeat or progress event carried. */
+  readonly checkpoint?: unknown;
+  /** Percent per second (server-computed, smoothed); absent while unknown. */
+  readonly rate?: number;
+  /** Seconds left at `rate`; absent while unknown and once the job ended. */
+  readonly etaSeconds?: number;
+}
+
+/** A requested cancel: when, the `cancel_requested` event's seq, who asked and why. */
+export interface CancelRequest {
+  readonly at: string;
+  readonly seq?: number;
+  readonly by?: string;
+  readonly reason?: string;
+}
+
+function cancelRequest(c: WireCancelRequest): CancelRequest {
+  return Object.freeze(JSON.parse(JSON.stringify(c)) as CancelRequest);
 }
 
 /** Reducer settings. */
@@ -116,6 +142,14 @@ export function viewFromSnapshot(s: JobSnapshot, opts: ViewOptions, previous?: J
     createdAt: s.created_at,
     updatedAt: s.updated_at,
     finishedAt: s.finished_at,
+    heartbeatTimeout: s.heartbeat_timeout,
+    stallFailAfter: s.stall_fail_after,
+    cancelTimeout: s.cancel_timeout,
+    stalledSince: s.stalled_since,
+    cancelRequested: s.cancel_requested && cancelRequest(s.cancel_requested),
+    checkpoint: s.checkpoint,
+    rate: s.rate,
+    etaSeconds: s.eta_seconds,
   };
   return freezeView(v, opts.labels);
 }
@@ -136,6 +170,9 @@ export function viewFromCreated(e: WireEvent, opts: ViewOptions): JobView {
       historyStart: 1,
       createdAt: e.timestamp,
       updatedAt: e.timestamp,
+      heartbeatTimeout: e.heartbeat_timeout,
+      stallFailAfter: e.stall_fail_after,
+      cancelTimeout: e.cancel_timeout,
     },
     opts.labels,
   );
@@ -158,6 +195,10 @@ export function applyEvent(v: JobView, e: WireEvent, opts: ViewOptions): JobView
     case 'progress':
       if (typeof e.progress === 'number') n.progress = e.progress;
       if (e.stage !== undefined) n.stage = e.stage;
+      if (e.checkpoint !== undefined) n.checkpoint = e.checkpoint;
+      // Each progress event carries the server's current estimate; none means unknown.
+      n.rate = e.rate;
+      n.etaSeconds = e.eta_seconds;
       break;
     case 'step':
       if (e.label !== undefined && e.step !== undefined) opts.labels.set(e.step, e.label);
@@ -187,11 +228,23 @@ export function applyEvent(v: JobView, e: WireEvent, opts: ViewOptions): JobView
       break;
     case 'cancelled':
       if (e.reason !== undefined) n.message = e.reason;
+      if (e.error !== undefined) n.error = e.error; // cancel_timeout: the worker never confirmed
       n.finishedAt = e.timestamp;
+      break;
+    case 'stalled':
+      n.stalledSince = e.timestamp;
+      break;
+    case 'recovered':
+      n.stalledSince = undefined;
+      break;
+    case 'cancel_requested':
+      n.cancelRequested = cancelRequest({ at: e.timestamp, seq: e.seq, by: e.by, reason: e.reason });
       break;
     default:
       break; // created, status, custom: only the common fields
   }
+  // A finished job is neither stalled nor running out of time (the server's rule).
+  if (isTerminalStatus(n.status)) n.stalledSince = n.etaSeconds = undefined;
   const { steps: _s, isTerminal: _t, ...rest } = n;
   return freezeView(rest, opts.labels);
 }

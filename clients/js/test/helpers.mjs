@@ -155,3 +155,27 @@ export async function refusingProxy(target, { refuseSse = false } = {}) {
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
 }
+
+/** The server snapshot mapped to JobView field names, for comparison with a reduced view. */
+export function expected(snap) {
+  const first = snap.log_count - snap.logs.length + 1;
+  const e = {
+    id: snap.id, status: snap.status, progress: snap.progress, completedSteps: snap.completed_steps,
+    metadata: snap.metadata, logCount: snap.log_count, seq: snap.seq, historyStart: snap.history_start,
+    createdAt: snap.created_at, updatedAt: snap.updated_at,
+    logs: snap.logs.map((l, i) => ({ number: first + i, ...l })),
+  };
+  for (const k of ['project', 'stage', 'step', 'message', 'result', 'error', 'checkpoint', 'rate']) if (k in snap) e[k] = snap[k];
+  const renamed = {
+    finished_at: 'finishedAt', heartbeat_timeout: 'heartbeatTimeout', stall_fail_after: 'stallFailAfter',
+    cancel_timeout: 'cancelTimeout', stalled_since: 'stalledSince', cancel_requested: 'cancelRequested', eta_seconds: 'etaSeconds',
+  };
+  for (const [k, v] of Object.entries(renamed)) if (k in snap) e[v] = snap[k];
+  return e;
+}
+
+/** A JobView without its derived fields, as plain JSON. */
+export function comparable(v) {
+  const { steps, isTerminal, ...rest } = v;
+  return JSON.parse(JSON.stringify(rest));
+}

@@ -3,31 +3,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Jobwire, JobwireError } from '../dist/index.js';
-import { startServer, WebSocket, until, http } from './helpers.mjs';
+import { startServer, WebSocket, until, http, expected, comparable } from './helpers.mjs';
 
 let s;
 before(async () => {
   s = await startServer();
 });
 after(() => s.cleanup());
-
-/** The server snapshot mapped to JobView field names, for comparison. */
-function expected(snap) {
-  const first = snap.log_count - snap.logs.length + 1;
-  const e = {
-    id: snap.id, status: snap.status, progress: snap.progress, completedSteps: snap.completed_steps,
-    metadata: snap.metadata, logCount: snap.log_count, seq: snap.seq, historyStart: snap.history_start,
-    createdAt: snap.created_at, updatedAt: snap.updated_at,
-    logs: snap.logs.map((l, i) => ({ number: first + i, ...l })),
-  };
-  for (const k of ['project', 'stage', 'step', 'message', 'result', 'error']) if (k in snap) e[k] = snap[k];
-  if ('finished_at' in snap) e.finishedAt = snap.finished_at;
-  return e;
-}
-function comparable(v) {
-  const { steps, isTerminal, ...rest } = v;
-  return JSON.parse(JSON.stringify(rest));
-}
 
 test('the reduced view equals the server snapshot after every kind of event', async () => {
   const jw = new Jobwire({ url: s.url, WebSocket });

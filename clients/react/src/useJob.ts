@@ -1,6 +1,6 @@
 /** `useJob(jobId)`: a live, gap-free JobView on useSyncExternalStore over the shared client. */
 import { useCallback, useMemo, useSyncExternalStore } from 'react';
-import type { ConnectionInfo, Jobwire, JobStatus, JobView, JobwireError, LogLine, PublishResult } from '@jobwire/client';
+import type { CancelOptions, CancelResult, ConnectionInfo, Jobwire, JobStatus, JobView, JobwireError, LogLine } from '@jobwire/client';
 import { useJobwire } from './provider.js';
 import { jobStore } from './store.js';
 
@@ -25,7 +25,11 @@ export interface UseJobResult {
   /** The subscription's error (job_not_found, ...) or the connection's, when it gave up. */
   error: JobwireError | null;
   isTerminal: boolean;
-  cancel(reason?: string): Promise<PublishResult>;
+  /**
+   * Cancels the job (a string is the reason). A running job is only asked to stop: the result says
+   * `cancelRequested: true` and `job.cancelRequested` is set until its worker publishes `cancelled`.
+   */
+  cancel(opts?: string | CancelOptions): Promise<CancelResult>;
 }
 
 const NO_LOGS: readonly LogLine[] = Object.freeze([]);
@@ -48,7 +52,7 @@ export function useJob(jobId: string | null | undefined, opts: UseJobOptions = {
   const job = useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
   const connection = useConnection(client);
   const cancel = useCallback(
-    (reason?: string) => (id === null ? Promise.reject(new Error('useJob: no job to cancel')) : client.cancel(id, reason)),
+    (opts?: string | CancelOptions) => (id === null ? Promise.reject(new Error('useJob: no job to cancel')) : client.cancel(id, opts)),
     [client, id],
   );
   const subError = store.error();
