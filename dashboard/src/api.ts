@@ -44,12 +44,12 @@ export function tokenClaims(): { scope?: string; tenant?: string; sub?: string; 
   }
 }
 
-/** Whether the token may cancel: development mode (no token), an API key, or a JWT with publish/admin scope. */
+/** Whether the token may cancel: development mode (no token), an API key, or a JWT with cancel/publish/admin scope. */
 export function canPublish(): boolean {
   const t = getToken();
   if (!t || t.startsWith('jwk_')) return true;
   const scope = tokenClaims()?.scope ?? '';
-  return /(^|\s)jobs:(publish|admin)(\s|$)/.test(scope);
+  return /(^|\s)jobs:(publish|admin|cancel)(\s|$)/.test(scope);
 }
 
 /** A refused HTTP request, with the server's error code when it sent one. */
@@ -118,7 +118,8 @@ export function history(id: string, since: number, limit = 1000): Promise<Histor
   return request<HistoryPage>(`/v1/jobs/${encodeURIComponent(id)}/events?since=${since}&limit=${limit}`);
 }
 
-export function cancelJob(id: string, reason: string): Promise<{ seqs: number[] }> {
+/** Ends a job no worker started; asks a running job's worker to stop (`cancel_requested: true`, status in_progress). */
+export function cancelJob(id: string, reason: string): Promise<{ seqs: number[]; cancel_requested?: boolean; status?: string }> {
   return request(`/v1/jobs/${encodeURIComponent(id)}/cancel`, {
     method: 'POST',
     body: JSON.stringify({ reason, event_id: `dashboard-cancel-${id}` }),

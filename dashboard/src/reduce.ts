@@ -1,6 +1,6 @@
 /** Folds wire events into a job snapshot, the same way the server does (docs/protocol.md "The snapshot"). */
 
-import type { Job, LogLine, WireEvent } from './types';
+import { TERMINAL, type Job, type LogLine, type WireEvent } from './types';
 
 /** The snapshot keeps its newest 50 log lines, like the server's. */
 const SNAPSHOT_LOGS = 50;
@@ -16,12 +16,28 @@ export function applyEvent(job: Job, ev: WireEvent): boolean {
   if (typeof ev.status === 'string') job.status = ev.status;
   if (typeof ev.message === 'string') job.message = ev.message;
   if (ev.metadata && typeof ev.metadata === 'object') job.metadata = { ...job.metadata, ...(ev.metadata as object) };
-  job.stalled = ev.type === 'stalled';
   switch (ev.type) {
     case 'progress':
       if (typeof ev.progress === 'number') job.progress = ev.progress;
       if (typeof ev.stage === 'string') job.stage = ev.stage;
+      if (ev.checkpoint !== undefined) job.checkpoint = ev.checkpoint;
+      // Every progress event carries the server's current estimate; none means unknown.
+      setNum(job, 'rate', ev.rate);
+      setNum(job, 'eta_seconds', ev.eta_seconds);
       break;
+    case 'stalled':
+      job.stalled_since = ev.timestamp;
+      break;
+    case 'recovered':
+      delete job.stalled_since;
+      break;
+    case 'cancel_requested': {
+      const c: NonNullable<Job['cancel_requested']> = { at: ev.timestamp, seq: ev.seq };
+      if (typeof ev.by === 'string') c.by = ev.by;
+      if (typeof ev.reason === 'string') c.reason = ev.reason;
+      job.cancel_requested = c;
+      break;
+    }
     case 'step': {
       const step = String(ev.step);
       const prev = job.step?.step;
@@ -50,13 +66,28 @@ export function applyEvent(job: Job, ev: WireEvent): boolean {
       break;
     case 'cancelled':
       if (typeof ev.reason === 'string') job.message = ev.reason;
+      if (typeof ev.error === 'string') job.error = ev.error; // cancel_timeout: the worker never confirmed
       job.finished_at = ev.timestamp;
       break;
     case 'created':
       if (typeof ev.project === 'string') job.project = ev.project;
+      setNum(job, 'heartbeat_timeout', ev.heartbeat_timeout);
+      setNum(job, 'stall_fail_after', ev.stall_fail_after);
+      setNum(job, 'cancel_timeout', ev.cancel_timeout);
       break;
   }
+  if (TERMINAL.has(job.status)) {
+    // A finished job is neither stalled nor running out of time (the server's rule).
+    delete job.stalled_since;
+    delete job.eta_seconds;
+  }
   return true;
+}
+
+type NumKey = 'rate' | 'eta_seconds' | 'heartbeat_timeout' | 'stall_fail_after' | 'cancel_timeout';
+function setNum(job: Job, k: NumKey, v: unknown): void {
+  if (typeof v === 'number') job[k] = v;
+  else delete job[k];
 }
 
 /** A job known only from an event (a channel's live event for a job it sent no snapshot of). */

@@ -34,8 +34,18 @@ export interface Job {
   created_at: string;
   updated_at: string;
   finished_at?: string;
-  /** Set by a future liveness `stalled` event (or snapshot field); cleared by the job's next event. */
-  stalled?: boolean;
+  /** Liveness and cancel settings given at create (seconds). */
+  heartbeat_timeout?: number;
+  stall_fail_after?: number;
+  cancel_timeout?: number;
+  /** Present only while the job is stalled (a `stalled` event sets it, `recovered` or the end clears it). */
+  stalled_since?: string;
+  /** Present once a cancel was requested; the worker has to stop and publish `cancelled`. */
+  cancel_requested?: { at: string; seq?: number; by?: string; reason?: string };
+  checkpoint?: unknown;
+  /** Percent per second and seconds left, computed by the server on each progress event. */
+  rate?: number;
+  eta_seconds?: number;
 }
 
 export interface WireEvent {

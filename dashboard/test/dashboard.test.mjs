@@ -1,6 +1,7 @@
 // Browser tests of the dashboard in Debian's chromium against the real binary (development mode):
 // `jobwire demo` jobs moving live, the log view (numbers, ANSI, 1,000-line tail, follow, download),
-// a kill -9 + restart mid-job with no lost and no doubled log line, and the cancel button.
+// a kill -9 + restart mid-job with no lost and no doubled log line, the cancel button (a running job
+// is only asked to stop until its worker confirms), the stalled badge and the ETA.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -307,24 +308,80 @@ test('the cancel button cancels the job', async () => {
     await page.click('text=Keep running');
     await page.click('text=Cancel job');
     await page.click('text=Yes, cancel it');
-    // A running job's cancel is a request to its worker: the job runs on until the
-    // worker confirms.
-    let asked;
-    for (let i = 0; i < 50 && !asked; i++) {
-      asked = (await api(srv.url, 'GET', '/v1/jobs/cancel-me')).cancel_requested;
-      if (!asked) await page.waitForTimeout(50);
-    }
-    assert.equal(asked?.reason, 'cancelled from the dashboard');
-    await publish(srv.url, 'cancel-me', [{ type: 'cancelled', reason: 'stopped by the worker' }]);
+    // The job runs: its worker is asked to stop, and the page says so until the worker confirms.
+    await page.waitForSelector('.job-head .badge-cancel_requested');
+    await page.waitForSelector('.cancel-area >> text=Cancel requested — waiting for the worker');
+    assert.equal(await page.$$eval('text=Cancel job', (e) => e.length), 0, 'no second cancel button');
+    assert.equal(await page.$eval('.job-head .badge-in_progress', (e) => e.textContent), 'running');
+    let snap = await api(srv.url, 'GET', '/v1/jobs/cancel-me');
+    assert.equal(snap.status, 'in_progress');
+    assert.equal(snap.cancel_requested.reason, 'cancelled from the dashboard');
+    await page.waitForSelector('.timeline .badge-cancel_requested');
+    // The table shows it too (and its row still counts as running).
+    await page.click('.back');
+    await page.waitForSelector('.spacer .row[data-job-id="cancel-me"][data-status="in_progress"][data-cancel-requested] .badge-cancel_requested');
+    assert.equal(await page.$eval('.spacer .row[data-job-id="cancel-me"] .badge-cancel_requested', (e) => e.textContent), 'cancel requested');
+    await page.goBack();
+    await page.waitForSelector('.cancel-area >> text=Cancel requested — waiting for the worker');
+    // The worker stops.
+    const reply = await publish(srv.url, 'cancel-me', [{ type: 'cancelled' }]);
+    assert.equal(reply.cancel_requested, true);
     await page.waitForSelector('.job-head .badge-cancelled');
-    assert.equal(await page.$$eval('text=Cancel job', (e) => e.length), 0, 'no cancel button on a finished job');
-    const snap = await api(srv.url, 'GET', '/v1/jobs/cancel-me');
+    assert.equal(await page.$$eval('.cancel-area > *', (e) => e.length), 0, 'no cancel button nor waiting note on a finished job');
+    assert.equal(await page.$$eval('.job-head .badge-cancel_requested', (e) => e.length), 0);
+    snap = await api(srv.url, 'GET', '/v1/jobs/cancel-me');
     assert.equal(snap.status, 'cancelled');
-    assert.equal(snap.message, 'stopped by the worker');
-    // The timeline shows the cancel; the table too.
     await page.waitForSelector('.timeline .badge-cancelled');
     await page.click('.back');
-    await page.waitForSelector('.spacer .row[data-job-id="cancel-me"][data-status="cancelled"]');
+    await page.waitForSelector('.spacer .row[data-job-id="cancel-me"][data-status="cancelled"]:not([data-cancel-requested])');
+    // A job no worker started ends at once.
+    await createJob(srv.url, { id: 'cancel-pending' });
+    await page.goto(srv.url + '/#/jobs/cancel-pending');
+    await page.click('text=Cancel job');
+    await page.click('text=Yes, cancel it');
+    await page.waitForSelector('.job-head .badge-cancelled');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+});
+
+test('stalled: a job whose worker stops shows the stalled badge within ~2.5 s; a heartbeat clears it; ETA next to the percentage', async () => {
+  await withServer(async (srv) => {
+    await createJob(srv.url, { id: 'stall-1', project: 'p', heartbeat_timeout: 1 });
+    const page = await openPage(browser, srv.url + '/');
+    await page.waitForSelector('.spacer .row[data-job-id="stall-1"]');
+    await publish(srv.url, 'stall-1', [{ type: 'progress', progress: 10 }]);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await publish(srv.url, 'stall-1', [{ type: 'progress', progress: 40 }]);
+    // The table: ETA after the percentage, then the stalled badge once the worker is silent.
+    await page.waitForFunction(() => /^~\d+ s$/.test(document.querySelector('.spacer .row[data-job-id="stall-1"] .eta')?.textContent ?? ''));
+    await page.waitForSelector('.spacer .row[data-job-id="stall-1"] .badge-stalled:not([hidden])', { timeout: 2500 });
+    const within = Date.now() - t0;
+    assert.ok(within < 2500, `stalled badge after ${within} ms`);
+    const text = await page.$eval('.spacer .row[data-job-id="stall-1"] .badge-stalled', (e) => e.textContent);
+    assert.match(text, /^stalled — no heartbeat for \d+s$/);
+    assert.match(await page.$eval('.spacer .row[data-job-id="stall-1"]', (e) => e.getAttribute('aria-label')), /running, stalled — no heartbeat for \d+s, 40%/);
+    // The job page.
+    await page.goto(srv.url + '/#/jobs/stall-1');
+    await page.waitForSelector('.job-head .badge-stalled');
+    assert.match(await page.$eval('.job-head .badge-stalled', (e) => e.textContent), /^stalled — no heartbeat for \d+s$/);
+    assert.match(await page.textContent('.progress-line'), /^40% \(~\d+ s left\)/);
+    const n = (t) => Number(/for (\d+)s/.exec(t)[1]);
+    const first = n(await page.$eval('.job-head .badge-stalled', (e) => e.textContent));
+    await page.waitForFunction((f) => Number(/for (\d+)s/.exec(document.querySelector('.job-head .badge-stalled').textContent)[1]) > f, first, { timeout: 3000 });
+    // A heartbeat (no body) clears it, on the page and in the table.
+    const hb = await api(srv.url, 'POST', '/v1/jobs/stall-1/heartbeat');
+    assert.equal(hb.cancel_requested, false);
+    await page.waitForFunction(() => !document.querySelector('.job-head .badge-stalled'), null, { timeout: 2000 });
+    await page.waitForSelector('.timeline .badge-stalled');
+    await page.waitForSelector('.timeline .badge-recovered');
+    await page.click('.back');
+    await page.waitForSelector('.spacer .row[data-job-id="stall-1"] .badge-stalled[hidden]', { state: 'attached' });
+    // Finished: no ETA.
+    await publish(srv.url, 'stall-1', [{ type: 'completed' }]);
+    await page.waitForSelector('.spacer .row[data-job-id="stall-1"][data-status="completed"] .eta[hidden]', { state: 'attached' });
+    assert.deepEqual(page.errors, []);
     await page.context().close();
   });
 });

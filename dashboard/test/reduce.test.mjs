@@ -1,6 +1,7 @@
 // The dashboard's fold of wire events (src/reduce.ts) gives the server's snapshot: a real job is
 // driven through steps, logs, progress, metadata and completion; its JSON history folded from the
-// `created` event must equal GET /v1/jobs/{id}. Also the `stalled` flag for the liveness work.
+// `created` event must equal GET /v1/jobs/{id}. Also liveness: stalled / recovered / cancel_requested,
+// rate and eta_seconds, checkpoint, and the server's timeouts (worker_lost, cancel_timeout).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -20,7 +21,10 @@ after(async () => {
   if (srv) removeDir(srv.dataDir);
 });
 
-const FIELDS = ['id', 'project', 'status', 'progress', 'stage', 'step', 'completed_steps', 'message', 'metadata', 'result', 'error', 'logs', 'log_count', 'seq', 'updated_at', 'finished_at'];
+const FIELDS = [
+  'id', 'project', 'status', 'progress', 'stage', 'step', 'completed_steps', 'message', 'metadata', 'result', 'error', 'logs', 'log_count', 'seq', 'updated_at', 'finished_at',
+  'heartbeat_timeout', 'stall_fail_after', 'cancel_timeout', 'stalled_since', 'cancel_requested', 'checkpoint', 'rate', 'eta_seconds',
+];
 const pick = (j) => Object.fromEntries(FIELDS.filter((k) => j[k] !== undefined).map((k) => [k, j[k]]));
 
 async function foldMatches(id) {
@@ -30,7 +34,21 @@ async function foldMatches(id) {
   for (const ev of rest) assert.ok(reduce.applyEvent(job, ev), `seq ${ev.seq} applied`);
   for (const ev of hist.events) assert.equal(reduce.applyEvent(job, ev), false, 'an old seq is ignored');
   const snap = await api(srv.url, 'GET', `/v1/jobs/${id}`);
+  assert.equal(snap.seq, job.seq, 'nothing happened between the two reads');
   assert.deepEqual(pick(job), pick(snap));
+  return { job, snap, types: hist.events.map((e) => e.type) };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Polls the snapshot until `pred` holds (the server's timers act on their own). */
+async function untilSnap(id, pred, ms = 5000) {
+  const t0 = Date.now();
+  for (;;) {
+    const snap = await api(srv.url, 'GET', `/v1/jobs/${id}`);
+    if (pred(snap)) return snap;
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting on ${id}: ${JSON.stringify(snap)}`);
+    await sleep(50);
+  }
 }
 
 test('folding the history gives the server snapshot (completed job, 60 log lines)', async () => {
@@ -57,13 +75,67 @@ test('folding the history gives the server snapshot (failed and cancelled jobs)'
   await foldMatches('fold-3');
 });
 
-test('a stalled event marks the job; its next event clears it; a gap is tolerated', () => {
-  const job = reduce.jobFromEvent({ type: 'created', job_id: 's', seq: 1, timestamp: 't1', status: 'pending' });
-  reduce.applyEvent(job, { type: 'stalled', job_id: 's', seq: 2, timestamp: 't2', status: 'in_progress' });
-  assert.equal(job.stalled, true);
+test('folding liveness gives the server snapshot at each step: rate/eta, stalled, recovered, checkpoint, cancel_requested, cancelled', async () => {
+  await createJob(srv.url, { id: 'live-1', heartbeat_timeout: 1, stall_fail_after: 60, cancel_timeout: 30 });
+  await publish(srv.url, 'live-1', [{ type: 'progress', progress: 10 }]);
+  await sleep(250);
+  await publish(srv.url, 'live-1', [{ type: 'progress', progress: 30, checkpoint: { frame: 30 } }]);
+  let r = await foldMatches('live-1');
+  assert.ok(r.job.rate > 0 && r.job.eta_seconds > 0, `rate ${r.job.rate}, eta ${r.job.eta_seconds}`);
+  assert.equal(r.job.heartbeat_timeout, 1);
+  await untilSnap('live-1', (j) => j.stalled_since);
+  r = await foldMatches('live-1');
+  assert.equal(r.job.stalled_since, r.snap.stalled_since);
+  // A heartbeat with a checkpoint recovers it; then progress backwards makes rate/eta unknown.
+  await api(srv.url, 'POST', '/v1/jobs/live-1/heartbeat', { checkpoint: { frame: 31 } });
+  r = await foldMatches('live-1');
+  assert.equal(r.job.stalled_since, undefined);
+  assert.deepEqual(r.job.checkpoint, { frame: 31 });
+  await api(srv.url, 'POST', '/v1/jobs/live-1/heartbeat', { progress: 20 });
+  r = await foldMatches('live-1');
+  assert.equal(r.job.rate, undefined);
+  await sleep(200);
+  await publish(srv.url, 'live-1', [{ type: 'progress', progress: 50 }]);
+  const asked = await api(srv.url, 'POST', '/v1/jobs/live-1/cancel', { reason: 'user' });
+  assert.equal(asked.cancel_requested, true);
+  r = await foldMatches('live-1');
+  assert.equal(r.job.status, 'in_progress');
+  assert.deepEqual({ ...r.job.cancel_requested, at: undefined }, { at: undefined, seq: asked.seqs[0], reason: 'user' });
+  assert.ok(r.job.eta_seconds > 0);
+  await publish(srv.url, 'live-1', [{ type: 'cancelled', reason: 'stopped' }]);
+  r = await foldMatches('live-1');
+  assert.equal(r.job.eta_seconds, undefined, 'no ETA once finished');
+  assert.ok(r.job.rate > 0, 'the last rate stays');
+  assert.deepEqual(r.types.filter((t) => !['progress', 'created'].includes(t)), ['stalled', 'recovered', 'cancel_requested', 'cancelled']);
+});
+
+test("folding the server's timeouts gives its snapshot: worker_lost (stall_fail_after) and cancel_timeout", async () => {
+  await createJob(srv.url, { id: 'lost-1', heartbeat_timeout: 1, stall_fail_after: 1 });
+  await createJob(srv.url, { id: 'late-1', cancel_timeout: 1 });
+  await publish(srv.url, 'lost-1', [{ type: 'progress', progress: 10 }]);
+  await publish(srv.url, 'late-1', [{ type: 'progress', progress: 10 }]);
+  await api(srv.url, 'POST', '/v1/jobs/late-1/cancel', {});
+  await untilSnap('lost-1', (j) => j.status === 'failed', 6000);
+  await untilSnap('late-1', (j) => j.status === 'cancelled', 6000);
+  const lost = await foldMatches('lost-1');
+  assert.equal(lost.job.error, 'worker_lost');
+  assert.equal(lost.job.stalled_since, undefined);
+  const late = await foldMatches('late-1');
+  assert.equal(late.job.error, 'cancel_timeout');
+});
+
+test('a stalled event marks the job until recovered (other events do not clear it); a gap is tolerated', () => {
+  const job = reduce.jobFromEvent({ type: 'created', job_id: 's', seq: 1, timestamp: 't1', status: 'pending', heartbeat_timeout: 30 });
+  assert.equal(job.heartbeat_timeout, 30);
+  reduce.applyEvent(job, { type: 'stalled', heartbeat_timeout: 30, job_id: 's', seq: 2, timestamp: 't2', status: 'in_progress' });
+  assert.equal(job.stalled_since, 't2');
   // seq 3 (a coalesced progress) never arrives.
-  assert.ok(reduce.applyEvent(job, { type: 'progress', progress: 5, job_id: 's', seq: 4, timestamp: 't4', status: 'in_progress' }));
-  assert.equal(job.stalled, false);
+  assert.ok(reduce.applyEvent(job, { type: 'custom', name: 'x', job_id: 's', seq: 4, timestamp: 't4', status: 'in_progress' }));
+  assert.equal(job.stalled_since, 't2', 'only recovered (or the end) clears it');
+  reduce.applyEvent(job, { type: 'recovered', stalled_for: 3, job_id: 's', seq: 5, timestamp: 't5', status: 'in_progress' });
+  assert.equal(job.stalled_since, undefined);
+  reduce.applyEvent(job, { type: 'progress', progress: 5, rate: 1.5, eta_seconds: 63, job_id: 's', seq: 6, timestamp: 't6', status: 'in_progress' });
   assert.equal(job.progress, 5);
-  assert.equal(job.seq, 4);
+  assert.equal(job.eta_seconds, 63);
+  assert.equal(job.seq, 6);
 });

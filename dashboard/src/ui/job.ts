@@ -1,6 +1,8 @@
 /**
  * One job: status timeline, progress and stage, steps, the live log tail, result / error and
- * metadata JSON, a cancel button (when the token may publish), copyable watch URL and curl line.
+ * metadata JSON, a cancel button (when the token may publish or cancel; on a running job it only asks the
+ * worker, and shows "Cancel requested — waiting for the worker" until the worker publishes `cancelled`),
+ * the `stalled` badge while the server finds no heartbeat, the ETA, copyable watch URL and curl line.
  * It subscribes with since=0 on the multiplexed socket, so after a reconnect it resumes from the
  * last seq it rendered: every log line exactly once.
  */
@@ -9,7 +11,7 @@ import { ApiError, canPublish, cancelJob, getToken, history, serverBase, wsBase 
 import type { Mux } from '../live/mux';
 import { applyEvent } from '../reduce';
 import { TERMINAL, type Job, type WireEvent } from '../types';
-import { badge, clear, copyText, fmtDuration, fmtTime, h, statusLabel } from './dom';
+import { badge, cancelPending, cancelRequestedBadge, clear, copyText, fmtDuration, fmtEta, fmtTime, h, stalledBadge, statusLabel } from './dom';
 import { LogView } from './log';
 
 interface TimelineEntry {
@@ -38,6 +40,10 @@ export class JobPage {
   private readonly meta = h('pre', { class: 'json', tabindex: 0, 'aria-label': 'Metadata JSON' });
   private readonly status = h('p', { class: 'job-status', role: 'status' });
   private readonly cancelArea = h('div', { class: 'cancel-area' });
+  private readonly stalled = stalledBadge();
+  /** Set when this page's cancel was answered "requested", before the event arrives. */
+  private requested = false;
+  private ticker: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     readonly id: string,
@@ -70,6 +76,7 @@ export class JobPage {
   }
 
   start(): void {
+    this.ticker = setInterval(() => this.job?.stalled_since && this.stalled.set(this.job, Date.now()), 1000);
     this.log.hold(); // until the replay reaches the first snapshot's seq
     this.unwatch = this.mux.watch(
       this.id,
@@ -87,6 +94,7 @@ export class JobPage {
   }
 
   stop(): void {
+    clearInterval(this.ticker);
     this.unwatch?.();
     this.unwatch = null;
   }
@@ -107,8 +115,9 @@ export class JobPage {
     if (this.job) applyEvent(this.job, ev);
     if (ev.type === 'log') this.log.add(ev);
     if (ev.type === 'step' && typeof ev.label === 'string') this.labels.set(String(ev.step), ev.label);
-    if (ev.status !== this.lastStatus || ev.type === 'stalled') {
-      this.timeline.push({ status: ev.type === 'stalled' ? 'stalled' : ev.status, at: ev.timestamp, seq: ev.seq });
+    const liveness = ev.type === 'stalled' || ev.type === 'recovered' || ev.type === 'cancel_requested';
+    if (ev.status !== this.lastStatus || liveness) {
+      this.timeline.push({ status: liveness ? ev.type : ev.status, at: ev.timestamp, seq: ev.seq });
       this.lastStatus = ev.status;
     }
     if (this.firstSnap && ev.seq >= this.firstSnap.seq) {
@@ -141,21 +150,26 @@ export class JobPage {
     const title = `${job.id} · ${statusLabel(job.status)} · jobwire`;
     if (document.title !== title) document.title = title;
     const cancellable = !TERMINAL.has(job.status) && canPublish();
-    this.part(this.head, `${job.status}|${job.stalled ? 1 : 0}|${cancellable}`, () => {
-      this.head.append(h('h2', { id: 'job-h', class: 'job-id' }, job.id), badge(job.status, job.stalled), this.cancelArea);
+    const asked = cancelPending(job) || (this.requested && !TERMINAL.has(job.status));
+    this.part(this.head, `${job.status}|${job.stalled_since ? 1 : 0}|${asked}|${cancellable}`, () => {
+      const badges = h('span', { class: 'badges' }, badge(job.status), asked ? cancelRequestedBadge(job) : null, job.stalled_since ? this.stalled.el : null);
+      this.head.append(h('h2', { id: 'job-h', class: 'job-id' }, job.id), badges, this.cancelArea);
       clear(this.cancelArea);
-      if (cancellable) this.cancelArea.append(this.cancelButton());
+      if (cancellable && asked) this.cancelArea.append(h('span', { class: 'cancel-wait', role: 'status' }, 'Cancel requested — waiting for the worker'));
+      else if (cancellable) this.cancelArea.append(this.cancelButton());
     });
+    if (job.stalled_since) this.stalled.set(job, Date.now());
 
     const pct = Math.max(0, Math.min(100, job.progress));
-    this.part(this.progress, `${pct}|${job.status}|${job.stage ?? ''}|${job.message ?? ''}`, () =>
+    const eta = fmtEta(job);
+    this.part(this.progress, `${pct}|${job.status}|${job.stage ?? ''}|${job.message ?? ''}|${eta}`, () =>
       this.progress.append(
         h(
           'div',
           { class: 'bigbar', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct * 10) / 10 },
           h('div', { class: `bar-fill bar-${job.status}`, style: `width:${pct}%` }),
         ),
-        h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
+        h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), eta ? h('span', { class: 'eta' }, ` (${eta})`) : null, job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
       ),
     );
 
@@ -211,8 +225,13 @@ export class JobPage {
   private async cancel(btn: HTMLButtonElement): Promise<void> {
     btn.disabled = true;
     try {
-      await cancelJob(this.id, 'cancelled from the dashboard');
-      this.status.textContent = 'Cancel requested.';
+      const r = await cancelJob(this.id, 'cancelled from the dashboard');
+      // A running job is only asked to stop: its worker confirms with `cancelled`.
+      if (r.cancel_requested) {
+        this.requested = true;
+        this.keys.delete(this.head);
+        this.schedule();
+      } else this.status.textContent = 'Job cancelled.';
     } catch (e) {
       const err = e as ApiError;
       this.status.textContent = `Cancel refused: ${err.code} (${err.message})`;

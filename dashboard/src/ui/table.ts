@@ -6,7 +6,7 @@
 
 import type { JobStore } from '../store';
 import { STATUSES, TERMINAL, type Job } from '../types';
-import { clear, fmtAgo, fmtDuration, h, statusLabel } from './dom';
+import { cancelPending, clear, fmtAgo, fmtDuration, fmtEta, h, stalledBadge, stalledDetail, statusLabel } from './dom';
 
 type SortKey = 'updated' | 'created' | 'id';
 
@@ -20,9 +20,10 @@ interface RowEl {
   project: HTMLElement;
   status: HTMLElement;
   badge: HTMLElement;
-  stalled: HTMLElement;
+  stalled: ReturnType<typeof stalledBadge>;
   bar: HTMLElement;
   pct: HTMLElement;
+  eta: HTMLElement;
   stage: HTMLElement;
   message: HTMLElement;
   updated: HTMLElement;
@@ -213,11 +214,13 @@ export class JobsTable {
     const id = cell('id');
     const project = cell('project');
     const badgeEl = h('span', { class: 'badge' });
-    const stalled = h('span', { class: 'badge badge-stalled', hidden: true, title: 'no update within the expected time' }, 'stalled');
-    const status = h('span', { role: 'cell', class: 'c-status' }, h('span', { class: 'badges' }, badgeEl, stalled));
+    const stalled = stalledBadge();
+    stalled.el.hidden = true;
+    const status = h('span', { role: 'cell', class: 'c-status' }, h('span', { class: 'badges' }, badgeEl, stalled.el));
     const bar = h('span', { class: 'bar-fill' });
     const pct = h('span', { class: 'pct' });
-    const progress = h('span', { role: 'cell', class: 'c-progress' }, h('span', { class: 'bar', 'aria-hidden': 'true' }, bar), pct);
+    const eta = h('span', { class: 'eta' });
+    const progress = h('span', { role: 'cell', class: 'c-progress' }, h('span', { class: 'bar', 'aria-hidden': 'true' }, bar), pct, eta);
     const stage = cell('stage');
     const message = cell('message');
     const updated = cell('updated');
@@ -228,7 +231,7 @@ export class JobsTable {
       if (Number.isFinite(i)) this.focusIndex = i;
     });
     this.spacer.append(el);
-    return { el, id, project, status, badge: badgeEl, stalled, bar, pct, stage, message, updated, duration, key: '' };
+    return { el, id, project, status, badge: badgeEl, stalled, bar, pct, eta, stage, message, updated, duration, key: '' };
   }
 
   /** Draws the rows in view (plus a few), reusing elements; untouched rows keep their DOM. */
@@ -254,31 +257,37 @@ export class JobsTable {
       r.el.style.transform = `translateY(${i * this.rowH}px)`;
       r.el.setAttribute('aria-rowindex', String(i + 2));
       r.el.tabIndex = i === this.focusIndex ? 0 : -1;
-      const key = `${job.id}\u0000${job.seq}\u0000${job.stalled ? 1 : 0}`;
+      const key = `${job.id}\u0000${job.seq}`;
       if (r.key !== key) {
         r.key = key;
-        this.fill(r, job);
+        this.fill(r, job, now);
       }
-      r.updated.textContent = fmtAgo(job.updated_at, now);
-      r.duration.textContent = duration(job, now);
+      this.live(r, job, now);
     }
     if (hadFocus && !this.viewport.contains(document.activeElement)) this.focusRow(this.focusIndex);
   }
 
-  private fill(r: RowEl, job: Job): void {
+  private fill(r: RowEl, job: Job, now: number): void {
     r.el.href = `#/jobs/${encodeURIComponent(job.id)}`;
     r.el.dataset.jobId = job.id;
     r.el.dataset.status = job.status;
-    r.el.setAttribute('aria-label', `${job.id}, ${statusLabel(job.status)}${job.stalled ? ', stalled' : ''}, ${Math.round(job.progress)}%`);
+    // A requested cancel replaces "running" (the status stays in_progress until the worker confirms).
+    const asked = cancelPending(job);
+    r.el.toggleAttribute('data-cancel-requested', asked);
     r.id.textContent = job.id;
     r.id.title = job.id;
     r.project.textContent = job.project ?? '';
-    r.badge.className = `badge badge-${job.status}`;
-    r.badge.textContent = statusLabel(job.status);
-    r.stalled.hidden = !job.stalled;
+    r.badge.className = `badge badge-${asked ? 'cancel_requested' : job.status}`;
+    r.badge.textContent = asked ? 'cancel requested' : statusLabel(job.status);
+    r.stalled.el.hidden = !job.stalled_since;
     r.bar.style.width = `${Math.max(0, Math.min(100, job.progress))}%`;
     r.bar.className = `bar-fill bar-${job.status}`;
     r.pct.textContent = `${Math.round(job.progress)}%`;
+    const eta = fmtEta(job, true);
+    r.eta.textContent = eta;
+    r.eta.title = eta && fmtEta(job);
+    r.eta.hidden = !eta;
+    this.live(r, job, now);
     r.stage.textContent = job.stage ?? job.step?.label ?? job.step?.step ?? '';
     r.message.textContent = job.message ?? '';
     r.message.title = job.message ?? '';
@@ -290,10 +299,20 @@ export class JobsTable {
     for (const r of this.pool) {
       if (r.el.hidden) continue;
       const job = this.view[Number(r.el.dataset.index)];
-      if (!job) continue;
-      r.updated.textContent = fmtAgo(job.updated_at, now);
-      r.duration.textContent = duration(job, now);
+      if (job) this.live(r, job, now);
     }
+  }
+
+  /** The parts of a row that move with the clock: ages, duration, how long a stalled job has been silent. */
+  private live(r: RowEl, job: Job, now: number): void {
+    r.updated.textContent = fmtAgo(job.updated_at, now);
+    r.duration.textContent = duration(job, now);
+    if (job.stalled_since) r.stalled.set(job, now);
+    const state = cancelPending(job) ? `${statusLabel(job.status)}, cancel requested` : statusLabel(job.status);
+    const stalled = job.stalled_since ? `, stalled — ${stalledDetail(job, now)}` : '';
+    const eta = fmtEta(job);
+    const label = `${job.id}, ${state}${stalled}, ${Math.round(job.progress)}%${eta ? `, ${eta}` : ''}`;
+    if (r.el.getAttribute('aria-label') !== label) r.el.setAttribute('aria-label', label);
   }
 
   private focusRow(i: number): void {
