@@ -1,0 +1,185 @@
+//! The embedded engine's reads: snapshots, history pages, notifications, listings
+//! and API keys, each inside one redb read transaction (a consistent point in time).
+
+use super::{db_err, storage, Store, EVENTS, JOBS, NOTIFY, NOTIFY_HEAD};
+use crate::apikey::ApiKey;
+use crate::engine::{history_window, HistoryPage, ListPage, ListQuery, NotificationPage};
+use crate::error::HubError;
+use crate::liveness::Deadlines;
+use bytes::Bytes;
+use jobwire_proto::Job;
+use redb::{Database, ReadableTable};
+
+/// Rebuilds the liveness deadlines of every running job with liveness settings from
+/// its stored snapshot (see [`Deadlines::restore`]).
+pub(super) fn restore_deadlines(store: &Store, deadlines: &Deadlines) -> Result<(), HubError> {
+    let db = store.db()?;
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
+    for item in jobs.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        // Cheap filter first: most jobs have no liveness settings.
+        let bytes = v.value();
+        if may_have_timers(bytes) {
+            if let Ok(job) = serde_json::from_slice::<Job>(bytes) {
+                if !job.status.is_terminal() {
+                    deadlines.restore(k.value(), &job);
+                }
+            }
+        }
+    }
+    if !deadlines.is_empty() {
+        tracing::info!(count = deadlines.len(), "liveness deadlines restored");
+    }
+    Ok(())
+}
+
+/// Whether a stored snapshot may carry liveness settings.
+fn may_have_timers(bytes: &[u8]) -> bool {
+    [
+        &b"\"heartbeat_timeout\""[..],
+        b"\"cancel_timeout\"",
+        b"\"stall_fail_after\"",
+    ]
+    .iter()
+    .any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+}
+
+pub(super) fn read_job(
+    jobs: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Job>, HubError> {
+    match jobs.get(id).map_err(db_err)? {
+        Some(raw) => serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(storage),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn read_key(
+    keys: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<ApiKey>, HubError> {
+    match keys.get(id).map_err(db_err)? {
+        Some(raw) => serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(storage),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn read_history(
+    db: &Database,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<HistoryPage, HubError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
+    let job = read_job(&jobs, id)?.ok_or(HubError::NotFound)?;
+    let (truncated, start) = history_window(&job, after);
+    let mut events = Vec::new();
+    let mut last_seq = after;
+    if start <= job.seq && limit > 0 {
+        let table = txn.open_table(EVENTS).map_err(db_err)?;
+        for item in table
+            .range((id, start)..=(id, job.seq))
+            .map_err(db_err)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(db_err)?;
+            last_seq = k.value().1;
+            events.push((last_seq, Bytes::copy_from_slice(v.value())));
+        }
+    }
+    Ok(HistoryPage {
+        job,
+        events,
+        last_seq,
+        truncated,
+    })
+}
+
+pub(super) fn read_notifications(
+    db: &Database,
+    owner: &str,
+    after: u64,
+    limit: usize,
+) -> Result<NotificationPage, HubError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let heads = txn.open_table(NOTIFY_HEAD).map_err(db_err)?;
+    let head = heads.get(owner).map_err(db_err)?.map_or(0, |v| v.value());
+    let table = txn.open_table(NOTIFY).map_err(db_err)?;
+    let start = match table
+        .range((owner, 0)..=(owner, u64::MAX))
+        .map_err(db_err)?
+        .next()
+    {
+        Some(item) => item.map_err(db_err)?.0.value().1,
+        None => head + 1,
+    };
+    let mut frames = Vec::new();
+    let from = after.saturating_add(1);
+    if from <= head && limit > 0 {
+        for item in table
+            .range((owner, from)..=(owner, head))
+            .map_err(db_err)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(db_err)?;
+            frames.push((k.value().1, Bytes::copy_from_slice(v.value())));
+        }
+    }
+    Ok(NotificationPage {
+        frames,
+        head,
+        start,
+    })
+}
+
+pub(super) fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let jobs = txn.open_table(JOBS).map_err(db_err)?;
+    let mut out = Vec::new();
+    // A tenant's keys are `<tenant>/<id>`: one contiguous range.
+    let prefix = q
+        .tenant
+        .as_ref()
+        .map(|t| format!("{t}/"))
+        .unwrap_or_default();
+    let start = match &q.after {
+        Some(after) => std::ops::Bound::Excluded(format!("{prefix}{after}")),
+        None => std::ops::Bound::Included(prefix.clone()),
+    };
+    let range = jobs
+        .range::<&str>((
+            start.as_ref().map(String::as_str),
+            std::ops::Bound::Unbounded,
+        ))
+        .map_err(db_err)?;
+    let mut next = None;
+    for item in range {
+        let (k, v) = item.map_err(db_err)?;
+        let key = k.value();
+        if !key.starts_with(prefix.as_str()) {
+            break;
+        }
+        if q.tenant.is_none() && key.contains('/') {
+            continue;
+        }
+        let job: Job = serde_json::from_slice(v.value()).map_err(storage)?;
+        if q.status.is_some_and(|s| s != job.status) {
+            continue;
+        }
+        if q.project.is_some() && q.project != job.project {
+            continue;
+        }
+        if out.len() == q.limit {
+            next = out.last().map(|j: &Job| j.id.clone());
+            break;
+        }
+        out.push(job);
+    }
+    Ok(ListPage { jobs: out, next })
+}

@@ -1,0 +1,479 @@
+//! The writer thread: owns every write to the database. It takes what is queued
+//! (up to [`MAX_BATCH`]), applies it in one write transaction, commits once (one
+//! fsync for the group), fans the events out and acknowledges the callers.
+
+use super::read::read_job;
+use super::{
+    db_err, storage, Request, Retention, Store, CREATES, EVENTS, EXPIRY, IDEMPOTENCY, JOBS,
+    MAX_BATCH, NOTIFY, NOTIFY_HEAD, PROBE_BYTES, PROBE_INTERVAL,
+};
+use crate::channel;
+use crate::engine::apply::{self, ApplyError};
+use crate::engine::tail::{Snapshot, TailCache};
+use crate::engine::{Created, Live, NewJob, Outcome};
+use crate::error::HubError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::session::{EventKind, Published};
+use jobwire_proto::{EventInput, Job, Timestamp};
+use redb::{Database, ReadableTable, Table};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// The tables of one write transaction.
+struct Tables<'t> {
+    jobs: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, (&'static str, u64), &'static [u8]>,
+    idem: Table<'t, (&'static str, &'static str), u64>,
+    creates: Table<'t, &'static str, &'static [u8]>,
+    expiry: Table<'t, (u64, &'static str), ()>,
+    notify: Table<'t, (&'static str, u64), &'static [u8]>,
+    notify_head: Table<'t, &'static str, u64>,
+}
+
+/// Outcome of one request inside a group: refused (reply now, nothing changed) or a
+/// storage failure (abort the whole group).
+enum Fail {
+    Refuse(HubError),
+    Abort(HubError),
+}
+
+impl From<redb::StorageError> for Fail {
+    fn from(e: redb::StorageError) -> Self {
+        Fail::Abort(db_err(e))
+    }
+}
+
+/// A reply held back until the group commits: a refusal too, since it may depend
+/// on an earlier request of the same group that might not commit.
+enum Ack {
+    Create(
+        oneshot::Sender<Result<Created, HubError>>,
+        Result<Box<Created>, HubError>,
+    ),
+    Publish(
+        oneshot::Sender<Result<Outcome, HubError>>,
+        Result<Outcome, HubError>,
+    ),
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Ack {
+    fn fail(self, e: &HubError) {
+        let err = || e.duplicate();
+        match self {
+            Ack::Create(r, _) => drop(r.send(Err(err()))),
+            Ack::Publish(r, _) => drop(r.send(Err(err()))),
+            Ack::Shutdown(r) => drop(r.send(())),
+        }
+    }
+    fn succeed(self) {
+        match self {
+            Ack::Create(r, v) => drop(r.send(v.map(|c| *c))),
+            Ack::Publish(r, v) => drop(r.send(v)),
+            Ack::Shutdown(r) => drop(r.send(())),
+        }
+    }
+}
+
+/// Answers every request of `batch` with `e` (nothing is written). Returns true
+/// when one of them asked to stop.
+fn refuse_all(batch: &mut Vec<Request>, e: &HubError) -> bool {
+    let mut stop = false;
+    for req in batch.drain(..) {
+        let ack = match req {
+            Request::Create { reply, .. } => Ack::Create(reply, Err(HubError::NotFound)),
+            Request::Publish { reply, .. } => Ack::Publish(reply, Err(HubError::NotFound)),
+            Request::Sweep | Request::Probe => continue,
+            Request::Shutdown { reply } => {
+                stop = true;
+                Ack::Shutdown(reply)
+            }
+        };
+        ack.fail(e);
+    }
+    stop
+}
+
+/// Writes, fsyncs and deletes [`PROBE_BYTES`] in `dir`: Ok when the disk has room.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".jobwire-space-probe");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&path);
+    result.and(removed)
+}
+
+/// The writer thread's state. Owns every write to the database.
+pub(super) struct Writer {
+    /// The database; the writer alone reopens it.
+    pub(super) store: Arc<Store>,
+    /// Where the space probe writes.
+    pub(super) data_dir: PathBuf,
+    /// The old database of a reopen still held by a read, dropped at the next try.
+    pub(super) draining: Option<Arc<Database>>,
+    /// The error of the last failed commit, until a space probe passes; writes are
+    /// refused with it meanwhile.
+    pub(super) broken: Option<HubError>,
+    pub(super) last_probe: Option<Instant>,
+    /// Updated after each commit, before the fan-out.
+    pub(super) tail: Arc<TailCache>,
+    /// Snapshots of non-terminal jobs, as committed (terminal jobs take no writes).
+    pub(super) cache: HashMap<String, Arc<Job>>,
+    pub(super) retention: Retention,
+    pub(super) registry: Arc<Registry>,
+    pub(super) metrics: Arc<Metrics>,
+    /// False after a failed commit, until a space probe or a commit succeeds
+    /// (drives /readyz).
+    pub(super) healthy: Arc<AtomicBool>,
+}
+
+/// Per-group scratch state: snapshots changed in this group, events to fan out and
+/// replies to send once the commit is durable.
+#[derive(Default)]
+struct Group {
+    dirty: HashMap<String, Dirty>,
+    fanout: Vec<Published>,
+    acks: Vec<Ack>,
+    stop: bool,
+}
+
+/// A job changed in the current group, and the size of its stored snapshot.
+struct Dirty {
+    job: Job,
+    size: usize,
+}
+
+impl Dirty {
+    fn new(job: Job) -> Dirty {
+        Dirty { job, size: 0 }
+    }
+}
+
+impl Writer {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.commit_group(&mut batch) {
+                break;
+            }
+        }
+        tracing::debug!("writer thread stopped");
+    }
+
+    /// Applies and commits one group. Returns true when asked to stop.
+    fn commit_group(&mut self, batch: &mut Vec<Request>) -> bool {
+        if !self.probe() {
+            let e = self.broken.as_ref().map_or_else(
+                || HubError::Storage("store unavailable".into()),
+                HubError::duplicate,
+            );
+            return refuse_all(batch, &e);
+        }
+        let mut group = Group::default();
+        let result = self.apply_group(batch, &mut group);
+        let stop = group.stop;
+        match result {
+            Ok(()) => {
+                let mut snapshots = Vec::with_capacity(group.dirty.len());
+                for (id, d) in group.dirty.drain() {
+                    let job = Arc::new(d.job);
+                    let key = Arc::from(id.as_str());
+                    if job.status.is_terminal() {
+                        self.cache.remove(&id);
+                    } else {
+                        self.cache.insert(id, job.clone());
+                    }
+                    snapshots.push(Snapshot {
+                        key,
+                        job,
+                        size: d.size,
+                    });
+                }
+                // Before the fan-out, like the commit (see `tail`).
+                self.tail.commit(
+                    snapshots,
+                    group.fanout.iter().map(|p| (&p.job_id, p.seq, &p.bytes)),
+                );
+                self.metrics.events_published.add(group.fanout.len() as u64);
+                self.metrics
+                    .replay_cache_bytes
+                    .set(self.tail.bytes() as i64);
+                for ev in &group.fanout {
+                    self.registry.broadcast(ev);
+                }
+                for ack in group.acks {
+                    ack.succeed();
+                }
+                self.healthy.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
+                self.healthy.store(false, Ordering::Release);
+                for ack in group.acks {
+                    ack.fail(&e);
+                }
+                // Requests the failed group never reached fail the same way.
+                let stop = refuse_all(batch, &e) || stop;
+                self.broke(e);
+                return stop;
+            }
+        }
+        stop
+    }
+
+    /// After a failed commit: redb refuses everything after an I/O error, so close
+    /// and reopen the database now (reads go on), and forget the writer cache: the
+    /// store is the truth again (the commit may even have reached the disk). The
+    /// replay tail only ever held committed events and stays; a gap at the next
+    /// commit resets a job's tail (see `tail`).
+    fn broke(&mut self, e: HubError) {
+        self.cache.clear();
+        if let Err(re) = self.store.reopen(&mut self.draining) {
+            tracing::error!(error = %re, "reopening the store failed; retrying");
+        }
+        self.broken = Some(e);
+        self.last_probe = Some(Instant::now());
+    }
+
+    /// Whether writes may be tried: true unless a commit failed and the disk has not
+    /// shown room since. Checks at most every [`PROBE_INTERVAL`]: reopens the
+    /// store if that failed before, then writes, fsyncs and deletes
+    /// [`PROBE_BYTES`] next to it.
+    fn probe(&mut self) -> bool {
+        if self.broken.is_none() {
+            return true;
+        }
+        if self
+            .last_probe
+            .is_some_and(|t| t.elapsed() < PROBE_INTERVAL)
+        {
+            return false;
+        }
+        self.last_probe = Some(Instant::now());
+        if self.store.db().is_err() {
+            if let Err(e) = self.store.reopen(&mut self.draining) {
+                tracing::warn!(error = %e, "reopening the store failed; retrying");
+                return false;
+            }
+        }
+        match probe_space(&self.data_dir) {
+            Ok(()) => {
+                tracing::info!(file = %self.store.path.display(), "the store takes writes again");
+                self.broken = None;
+                self.healthy.store(true, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the disk has no room yet");
+                false
+            }
+        }
+    }
+
+    fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
+        let txn = self.store.db()?.begin_write().map_err(db_err)?;
+        {
+            let mut t = Tables {
+                jobs: txn.open_table(JOBS).map_err(db_err)?,
+                events: txn.open_table(EVENTS).map_err(db_err)?,
+                idem: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
+                creates: txn.open_table(CREATES).map_err(db_err)?,
+                expiry: txn.open_table(EXPIRY).map_err(db_err)?,
+                notify: txn.open_table(NOTIFY).map_err(db_err)?,
+                notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
+            };
+            let now = Timestamp::now();
+            for req in batch.drain(..) {
+                match req {
+                    Request::Create { job, reply } => match self.create(&mut t, group, job, now) {
+                        Ok(c) => group.acks.push(Ack::Create(reply, Ok(Box::new(c)))),
+                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Create(reply, Err(e))),
+                        Err(Fail::Abort(e)) => {
+                            group.acks.push(Ack::Create(reply, Err(HubError::NotFound)));
+                            return Err(e);
+                        }
+                    },
+                    Request::Publish {
+                        job_id,
+                        events,
+                        reply,
+                    } => match self.publish(&mut t, group, &job_id, events, now) {
+                        Ok(seqs) => group.acks.push(Ack::Publish(reply, Ok(seqs))),
+                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Publish(reply, Err(e))),
+                        Err(Fail::Abort(e)) => {
+                            group
+                                .acks
+                                .push(Ack::Publish(reply, Err(HubError::NotFound)));
+                            return Err(e);
+                        }
+                    },
+                    Request::Sweep => self.sweep(&mut t, now).map_err(db_err)?,
+                    Request::Probe => {}
+                    Request::Shutdown { reply } => {
+                        group.acks.push(Ack::Shutdown(reply));
+                        group.stop = true;
+                    }
+                }
+            }
+            for (id, d) in group.dirty.iter_mut() {
+                let bytes = serde_json::to_vec(&d.job).map_err(storage)?;
+                d.size = bytes.len();
+                t.jobs
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// The job as this group sees it: changed in this group, cached, or stored.
+    fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
+        if let Some(d) = group.dirty.get(id) {
+            return Ok(Some(d.job.clone()));
+        }
+        if let Some(j) = self.cache.get(id) {
+            return Ok(Some((**j).clone()));
+        }
+        read_job(&t.jobs, id).map_err(Fail::Abort)
+    }
+
+    fn create(
+        &mut self,
+        t: &mut Tables<'_>,
+        group: &mut Group,
+        new: NewJob,
+        now: Timestamp,
+    ) -> Result<Created, Fail> {
+        let fingerprint = apply::create_fingerprint(&new);
+        if let Some(existing) = self.load(t, group, &new.key)? {
+            let same = t
+                .creates
+                .get(new.key.as_str())?
+                .is_some_and(|v| v.value() == fingerprint.as_slice());
+            return if same {
+                Ok(Created {
+                    job: existing,
+                    created: false,
+                })
+            } else {
+                Err(Fail::Refuse(HubError::JobExists))
+            };
+        }
+        let (job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
+        t.events
+            .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
+        t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
+        group.fanout.push(created);
+        group.dirty.insert(new.key, Dirty::new(job.clone()));
+        Ok(Created { job, created: true })
+    }
+
+    fn publish(
+        &mut self,
+        t: &mut Tables<'_>,
+        group: &mut Group,
+        job_id: &str,
+        inputs: Vec<EventInput>,
+        now: Timestamp,
+    ) -> Result<Outcome, Fail> {
+        let mut job = self
+            .load(t, group, job_id)?
+            .ok_or(Fail::Refuse(HubError::NotFound))?;
+        let idem = &t.idem;
+        let applied = apply::apply_inputs(&mut job, job_id, inputs, now, |eid| {
+            idem.get((job_id, eid)).map(|g| g.map(|v| v.value()))
+        })
+        .map_err(|e| match e {
+            ApplyError::Refuse(e) => Fail::Refuse(e),
+            ApplyError::Lookup(e) => Fail::Abort(storage(e)),
+        })?;
+        for e in &applied.events {
+            let seq = e.published.seq;
+            t.events.insert((job_id, seq), e.published.bytes.as_ref())?;
+            if let Some(eid) = &e.event_id {
+                t.idem.insert((job_id, eid.as_str()), seq)?;
+            }
+        }
+        if let Some((from, to)) = apply::trim_history(&mut job, self.retention.max_events_per_job) {
+            t.events
+                .retain_in((job_id, from)..(job_id, to), |_, _| false)?;
+        }
+        let mut notification = None;
+        if job.status.is_terminal() && !applied.events.is_empty() {
+            let at = now.plus(self.retention.terminal_ttl).as_millis();
+            t.expiry.insert((at, job_id), ())?;
+            // The terminal event is the last one; its creator is notified in the
+            // same transaction, so a notification exists iff the event does.
+            if let Some(last) = applied.events.last() {
+                let owner = apply::owner_route(&job);
+                let head = t.notify_head.get(owner.as_str())?.map_or(0, |v| v.value());
+                let seq = head + 1;
+                let frame = channel::notification_frame(seq, &last.published.bytes);
+                t.notify.insert((owner.as_str(), seq), frame.as_ref())?;
+                t.notify_head.insert(owner.as_str(), seq)?;
+                if seq > channel::NOTIFICATIONS_KEPT {
+                    t.notify
+                        .remove((owner.as_str(), seq - channel::NOTIFICATIONS_KEPT))?;
+                }
+                notification = Some(Published {
+                    job_id: Arc::from(owner.as_str()),
+                    seq,
+                    kind: EventKind::Terminal,
+                    bytes: frame,
+                    project: None,
+                    encodings: Default::default(),
+                });
+            }
+        }
+        group
+            .fanout
+            .extend(applied.events.into_iter().map(|e| e.published));
+        group.fanout.extend(notification);
+        let live = Live::of(&job);
+        group.dirty.insert(job_id.to_owned(), Dirty::new(job));
+        Ok(Outcome {
+            seqs: applied.seqs,
+            live,
+        })
+    }
+
+    /// Deletes terminal jobs whose expiry time has passed.
+    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<(), redb::StorageError> {
+        let mut expired: Vec<(u64, String)> = Vec::new();
+        for item in t.expiry.range((0, "")..(now.as_millis(), ""))? {
+            let (k, _) = item?;
+            let (at, id) = k.value();
+            expired.push((at, id.to_owned()));
+        }
+        for (at, id) in &expired {
+            t.expiry.remove((*at, id.as_str()))?;
+            t.jobs.remove(id.as_str())?;
+            t.creates.remove(id.as_str())?;
+            t.events
+                .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+            t.idem
+                .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
+            self.cache.remove(id);
+            self.tail.remove(id);
+        }
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "expired terminal jobs deleted");
+        }
+        Ok(())
+    }
+}
