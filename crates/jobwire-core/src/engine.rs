@@ -8,8 +8,16 @@
 //!   refused (bad transition, terminal job), none is stored and nothing is sent.
 //! - **Acknowledged = durable.** `publish`/`create` return `Ok` only after the change
 //!   is durable in the engine's store; after that it survives a crash of the process.
-//! - **Fan-out after commit.** An event is pushed to watchers only after it is
-//!   durable, so a watcher never sees an event that a restart could take back.
+//! - **Fan-out and durability.** Either an event is pushed to watchers only after
+//!   it is durable (Redis: after its `EXEC`), or the engine has epochs
+//!   ([`Engine::epoch`]): it may push an event once it is ordered, before its flush,
+//!   and then (1) a crash or a failed flush starts a new epoch, durably, before
+//!   anything of the new epoch is pushed; (2) each job records in its snapshot
+//!   where each epoch began writing it ([`jobwire_proto::Job::epochs`]), so a client
+//!   resuming with the epoch it was given is told to rewind
+//!   ([`jobwire_proto::Job::rewind_point`]) instead of keeping a seq that was taken
+//!   back and reused; (3) watchers of a job whose pushed events were lost in a
+//!   failed flush are closed with `resync`; (4) reads see pushed events at once.
 //! - **Consistent reads.** `history` returns a snapshot and events read at one point
 //!   in time: the snapshot's `seq` is at least the last event returned.
 //! - **Delivery to watchers.** After `watch(job)` returns, every event of `job`
@@ -261,6 +269,12 @@ pub trait Engine: Send + Sync + 'static {
         now: Timestamp,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<String>, HubError>>;
+
+    /// The store's current epoch, for engines that fan out ahead of their flush
+    /// (see the contract above); `None` for engines that never do.
+    fn epoch(&self) -> Option<u64> {
+        None
+    }
 
     /// Whether the engine can take writes now.
     fn is_ready(&self) -> bool;

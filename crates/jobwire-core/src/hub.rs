@@ -14,7 +14,7 @@ use crate::engine::{
 use crate::error::HubError;
 use crate::liveness;
 use crate::metrics::Metrics;
-use crate::recovery::Replay;
+use crate::recovery::{Replay, Since};
 use crate::registry::Registry;
 use crate::session::Outbox;
 use jobwire_proto::codes::ErrorCode;
@@ -257,10 +257,29 @@ impl Hub {
     /// Tells a child job's parent about the child's state after a write (see
     /// [`crate::children`]). Best effort: a parent that ended or vanished is skipped.
     async fn tell_parent(&self, access: &Access, child_key: &str, live: &Live) {
-        let Some((parent, up)) = &live.child else {
+        if let Some((parent, _)) = &live.child {
+            self.tell_parent_at(&access.key(parent), child_key, live)
+                .await;
+        }
+    }
+
+    /// [`Hub::tell_parent`] for a write without a caller (the liveness scanner): the
+    /// parent lives in the child's tenant namespace.
+    async fn tell_parent_of(&self, child_key: &str, live: &Live) {
+        if let Some((parent, _)) = &live.child {
+            let parent_key = match child_key.rsplit_once('/') {
+                Some((tenant, _)) => format!("{tenant}/{parent}"),
+                None => parent.clone(),
+            };
+            self.tell_parent_at(&parent_key, child_key, live).await;
+        }
+    }
+
+    async fn tell_parent_at(&self, parent_key: &str, child_key: &str, live: &Live) {
+        let Some((_, up)) = &live.child else {
             return;
         };
-        let parent_key = access.key(parent);
+        let parent_key = parent_key.to_owned();
         match self.parents.offer(child_key, up.clone()) {
             Offer::Now(up) => {
                 child_to_parent(self.engine.as_ref(), &self.parents, &parent_key, up).await
@@ -504,7 +523,11 @@ impl Hub {
             loop {
                 tick.tick().await;
                 match liveness::scan(hub.engine.as_ref()).await {
-                    Ok(_) => {}
+                    Ok(wrote) => {
+                        for (key, live) in wrote {
+                            hub.tell_parent_of(&key, &live).await;
+                        }
+                    }
                     Err(HubError::ShuttingDown) => break,
                     Err(e) => tracing::warn!(error = %e, "liveness scan failed"),
                 }
@@ -648,6 +671,11 @@ impl Hub {
         Ok(ListPage { jobs, next: None })
     }
 
+    /// The engine's epoch (see [`crate::engine::Engine::epoch`]).
+    pub fn epoch(&self) -> Option<u64> {
+        self.engine.epoch()
+    }
+
     /// A new outbound queue for one connection.
     pub fn outbox(&self) -> Arc<Outbox> {
         Outbox::new(self.config.outbox_capacity)
@@ -661,7 +689,7 @@ impl Hub {
         access: &Access,
         job_id: &str,
         outbox: &Arc<Outbox>,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<Replay, HubError> {
         let key = self.visible_key(access, job_id).await?;
         self.registry.add(&key, outbox);
@@ -694,7 +722,7 @@ impl Hub {
         access: &Access,
         job_id: &str,
         outbox: &Arc<Outbox>,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<Option<Replay>, HubError> {
         if access.projects.is_some() {
             return self
@@ -791,7 +819,7 @@ impl Hub {
         &self,
         access: &Access,
         job: &Job,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<Replay, HubError> {
         let key = access.key(&job.id);
         let replay = Replay::start(self.engine.clone(), Arc::from(key.as_str()), since).await?;

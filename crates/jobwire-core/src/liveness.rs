@@ -142,30 +142,42 @@ impl Deadlines {
     }
 }
 
-/// One pass of the scanner: acts on every due deadline. Returns how many it saw.
-pub async fn scan(engine: &dyn Engine) -> Result<usize, HubError> {
+/// One pass of the scanner: acts on every due deadline. Returns the jobs it wrote
+/// to, as `(storage key, what the job now says)`, so the hub can tell their
+/// parents (a stalled or lost child moves its parent like any other write).
+pub async fn scan(engine: &dyn Engine) -> Result<Vec<(String, Live)>, HubError> {
     let now = Timestamp::now();
     let due = engine.due_deadlines(now, SCAN_BATCH).await?;
+    let mut wrote = Vec::new();
     for member in &due {
-        if let Err(e) = handle(engine, member, now).await {
-            tracing::warn!(deadline = %member, error = %e, "liveness deadline not handled; retrying at the next scan");
+        match handle(engine, member, now).await {
+            Ok(Some(live)) => wrote.push((member[member.len().min(2)..].to_owned(), live)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(deadline = %member, error = %e, "liveness deadline not handled; retrying at the next scan");
+            }
         }
     }
-    Ok(due.len())
+    Ok(wrote)
 }
 
-async fn handle(engine: &dyn Engine, member: &str, now: Timestamp) -> Result<(), HubError> {
+async fn handle(
+    engine: &dyn Engine,
+    member: &str,
+    now: Timestamp,
+) -> Result<Option<Live>, HubError> {
     let (kind, key) = member.split_at(member.len().min(2));
     let job = match engine.snapshot(key).await {
         Ok(j) => j,
-        Err(HubError::NotFound) => return engine.set_deadline(member, None).await,
+        Err(HubError::NotFound) => return engine.set_deadline(member, None).await.map(|()| None),
         Err(e) => return Err(e),
     };
     if job.status.is_terminal() {
-        return engine.set_deadline(member, None).await;
+        return engine.set_deadline(member, None).await.map(|()| None);
     }
     match kind {
         "b:" => {
+            let mut wrote = None;
             if job.stalled_since.is_none() {
                 if let Some(timeout) = job.options.heartbeat_timeout {
                     let stalled = EventInput::server(
@@ -174,7 +186,8 @@ async fn handle(engine: &dyn Engine, member: &str, now: Timestamp) -> Result<(),
                         },
                         Some(format!("stalled:{}", job.seq)),
                     );
-                    if write(engine, key, stalled).await?.is_some() {
+                    wrote = write(engine, key, stalled).await?;
+                    if wrote.is_some() {
                         tracing::info!(job = %job.id, "job stalled: no heartbeat within its timeout");
                     }
                 }
@@ -184,7 +197,8 @@ async fn handle(engine: &dyn Engine, member: &str, now: Timestamp) -> Result<(),
             let job = engine.snapshot(key).await?;
             engine
                 .set_deadline(&timer_member(key), next_timer(&job))
-                .await
+                .await?;
+            Ok(wrote)
         }
         _ => {
             let (lost_at, cancel_at) = timers(&job);
@@ -210,11 +224,15 @@ async fn handle(engine: &dyn Engine, member: &str, now: Timestamp) -> Result<(),
             };
             match input {
                 Some(input) => {
-                    write(engine, key, input).await?;
+                    let wrote = write(engine, key, input).await?;
                     engine.set_deadline(member, None).await?;
-                    engine.set_deadline(&beat_member(key), None).await
+                    engine.set_deadline(&beat_member(key), None).await?;
+                    Ok(wrote)
                 }
-                None => engine.set_deadline(member, next_timer(&job)).await,
+                None => engine
+                    .set_deadline(member, next_timer(&job))
+                    .await
+                    .map(|()| None),
             }
         }
     }

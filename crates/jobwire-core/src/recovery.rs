@@ -20,9 +20,27 @@ use std::sync::Arc;
 /// Events fetched per history read during a replay.
 pub const REPLAY_PAGE: usize = 512;
 
+/// Where a resuming client is: the last seq it has, and the epoch it was given
+/// with it (the snapshot's or the last `rewound` notice's; see [`Engine::epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    pub epoch: Option<u64>,
+}
+
+impl Since {
+    /// A position without an epoch (clients from before epochs, dialects).
+    pub fn seq(seq: u64) -> Since {
+        Since { seq, epoch: None }
+    }
+}
+
 /// One page of a replay.
 #[derive(Debug)]
 pub struct ReplayPage {
+    /// Set when the client held events a crash or a failed flush took back:
+    /// `(the client's since, first seq it must drop)`; those seqs follow.
+    pub rewound: Option<(u64, u64)>,
     /// Set when events between `since` and the page were trimmed by retention:
     /// `(since, first seq still kept)`.
     pub truncated: Option<(u64, u64)>,
@@ -36,6 +54,8 @@ pub struct Replay {
     job_id: Arc<str>,
     /// The job as of subscribe time.
     pub job: Job,
+    /// The engine's epoch at subscribe time (send it with the snapshot).
+    pub epoch: Option<u64>,
     since: Option<u64>,
     /// Last seq covered so far (snapshot or history).
     cursor: u64,
@@ -46,10 +66,21 @@ impl Replay {
     pub(crate) async fn start(
         engine: Arc<dyn Engine>,
         job_id: Arc<str>,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<Replay, HubError> {
-        let after = since.unwrap_or(u64::MAX);
-        let page = engine.history(&job_id, after, REPLAY_PAGE).await?;
+        // The epoch first: one read after it cannot miss the start of a later one.
+        let epoch = engine.epoch();
+        let mut after = since.map_or(u64::MAX, |s| s.seq);
+        let mut page = engine.history(&job_id, after, REPLAY_PAGE).await?;
+        let mut rewound = None;
+        if let (Some(s), Some(current)) = (since, epoch) {
+            if let Some(from) = page.job.rewind_point(s.seq, s.epoch, current) {
+                rewound = Some((s.seq, from));
+                after = from - 1;
+                page = engine.history(&job_id, after, REPLAY_PAGE).await?;
+            }
+        }
+        let since = since.map(|_| after);
         let truncated = page.truncated.then_some((after, page.job.history_start));
         let cursor = match since {
             Some(s) if s < page.job.seq => page.last_seq,
@@ -59,9 +90,11 @@ impl Replay {
             engine,
             job_id,
             job: page.job,
+            epoch,
             since,
             cursor,
             first: Some(ReplayPage {
+                rewound,
                 truncated,
                 events: page.events,
             }),
@@ -71,7 +104,7 @@ impl Replay {
     /// The next page to send, or `None` when caught up with the snapshot.
     pub async fn next_page(&mut self) -> Result<Option<ReplayPage>, HubError> {
         if let Some(first) = self.first.take() {
-            if first.truncated.is_some() || !first.events.is_empty() {
+            if first.rewound.is_some() || first.truncated.is_some() || !first.events.is_empty() {
                 return Ok(Some(first));
             }
         }
@@ -89,12 +122,14 @@ impl Replay {
             // Trimmed away or expired meanwhile; the snapshot still stands.
             self.cursor = self.job.seq;
             return Ok(truncated.map(|t| ReplayPage {
+                rewound: None,
                 truncated: Some(t),
                 events: Vec::new(),
             }));
         }
         self.cursor = page.last_seq;
         Ok(Some(ReplayPage {
+            rewound: None,
             truncated,
             events: page.events,
         }))

@@ -15,6 +15,9 @@ pub enum ClientFrame {
         job_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// The `epoch` of the snapshot (or `rewound` notice) `since` came with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Stop watching a job.
     Unsubscribe { job_id: String },
@@ -30,6 +33,9 @@ pub enum ClientFrame {
         positions: Option<std::collections::BTreeMap<String, u64>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// The `epoch` of the snapshots `positions` came with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
 }
 
@@ -44,7 +50,20 @@ pub enum ServerFrame {
     Snapshot {
         job_id: String,
         seq: u64,
+        /// The store's epoch: send it back with `since` when resuming (absent on
+        /// engines that never fan out ahead of their flush).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
         job: Box<Job>,
+    },
+    /// The server's store lost events this client had seen (a crash or a failed
+    /// flush took them back before they were durable) and wrote others under the
+    /// same seqs: drop everything from `from` on; those seqs follow again.
+    Rewound {
+        job_id: String,
+        since: u64,
+        from: u64,
+        epoch: u64,
     },
     /// The requested `since` is older than the kept history: events from
     /// `history_start` follow; the ones before it are gone (the snapshot is whole).

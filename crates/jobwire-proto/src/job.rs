@@ -248,7 +248,16 @@ pub struct Job {
     /// True once the job published progress of its own (then children do not move it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_progress: bool,
+    /// Where each store incarnation (epoch) began writing this job: `[epoch, first
+    /// seq]`, oldest first, at most [`EPOCHS_KEPT`]. Engines that never fan out
+    /// ahead of their flush leave it empty. See [`Job::rewind_point`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<[u64; 2]>,
 }
+
+/// Epoch boundaries kept per job (older ones are dropped; a client from before them
+/// replays the whole kept history).
+pub const EPOCHS_KEPT: usize = 16;
 
 fn is_zero(v: &u32) -> bool {
     *v == 0
@@ -291,7 +300,50 @@ impl Job {
             children: None,
             child_jobs: BTreeMap::new(),
             own_progress: false,
+            epochs: Vec::new(),
         }
+    }
+
+    /// Records that epoch `epoch` writes this job from its next seq on (no-op when
+    /// it already did).
+    pub fn enter_epoch(&mut self, epoch: u64) {
+        if self.epochs.last().is_some_and(|e| e[0] == epoch) {
+            return;
+        }
+        self.epochs.push([epoch, self.seq + 1]);
+        if self.epochs.len() > EPOCHS_KEPT {
+            self.epochs.remove(0);
+        }
+    }
+
+    /// For a client resuming after `since`, whose events were fanned out in epoch
+    /// `client_epoch`, while the store is now in epoch `current`: the first seq the
+    /// client holds that a crash may have taken back and rewritten, when there is
+    /// one (the client must drop its events from there on and take them again).
+    ///
+    /// Events written in an epoch are fanned out before they are durable; an
+    /// epoch ends at a crash or a failed flush, and the next epoch may write other
+    /// events under the lost seqs. So whatever the client got at or after the seq
+    /// where a later epoch began writing this job is suspect, and so is anything
+    /// past the job's current seq.
+    pub fn rewind_point(&self, since: u64, client_epoch: Option<u64>, current: u64) -> Option<u64> {
+        let client = client_epoch?;
+        if client == current || self.epochs.is_empty() {
+            return None;
+        }
+        let later = self.epochs.iter().find(|e| e[0] > client).map(|e| e[1]);
+        // Boundaries older than the kept ones were dropped: the client may be from
+        // before any of them.
+        let dropped = self
+            .epochs
+            .first()
+            .is_some_and(|e| e[1] > 1 && e[0] > client);
+        let first_suspect = if dropped {
+            self.history_start
+        } else {
+            later.unwrap_or(u64::MAX).min(self.seq + 1)
+        };
+        (since >= first_suspect).then_some(first_suspect)
     }
 
     /// What this job tells its parent now.
@@ -696,5 +748,46 @@ mod tests {
         assert!(JobId::validate("slash/no").is_err());
         assert!(JobId::validate(&"x".repeat(129)).is_err());
         assert!(JobId::validate(&"x".repeat(128)).is_ok());
+    }
+
+    fn job_at(seq: u64, epochs: &[[u64; 2]]) -> Job {
+        let mut j = Job::new("j".into(), None, crate::Timestamp::now());
+        j.seq = seq;
+        j.epochs = epochs.to_vec();
+        j
+    }
+
+    #[test]
+    fn rewind_point_finds_the_first_seq_a_later_epoch_rewrote() {
+        // Created in epoch 3; epoch 4 (after a crash) wrote from seq 6 on.
+        let j = job_at(9, &[[3, 1], [4, 6]]);
+        // Same epoch, or no epoch from the client: nothing to rewind.
+        assert_eq!(j.rewind_point(8, Some(4), 4), None);
+        assert_eq!(j.rewind_point(8, None, 4), None);
+        // The client saw up to 8 in epoch 3: seqs from 6 were rewritten.
+        assert_eq!(j.rewind_point(8, Some(3), 4), Some(6));
+        assert_eq!(j.rewind_point(6, Some(3), 5), Some(6));
+        // It only had up to 5, all written in epoch 3 and kept.
+        assert_eq!(j.rewind_point(5, Some(3), 4), None);
+        // No later epoch wrote the job, but the client has seqs the store lost.
+        let j = job_at(4, &[[3, 1]]);
+        assert_eq!(j.rewind_point(6, Some(3), 4), Some(5));
+        assert_eq!(j.rewind_point(4, Some(3), 4), None);
+    }
+
+    #[test]
+    fn enter_epoch_records_each_epoch_once_and_keeps_the_newest() {
+        let mut j = job_at(0, &[]);
+        j.enter_epoch(1);
+        j.seq = 3;
+        j.enter_epoch(1);
+        assert_eq!(j.epochs, vec![[1, 1]]);
+        for e in 2..=(EPOCHS_KEPT as u64 + 5) {
+            j.enter_epoch(e);
+            j.seq += 1;
+        }
+        assert_eq!(j.epochs.len(), EPOCHS_KEPT);
+        // A client from before the oldest kept boundary replays the kept history.
+        assert_eq!(j.rewind_point(j.seq, Some(1), 99), Some(j.history_start));
     }
 }

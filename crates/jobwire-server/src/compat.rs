@@ -193,7 +193,7 @@ impl<D: Dialect> Codec for DialectCodec<D> {
 
     fn encode(&mut self, out: &Output<'_>) -> Option<Bytes> {
         match out {
-            Output::Snapshot { job } => {
+            Output::Snapshot { job, .. } => {
                 let state = self.states.set(job).clone();
                 self.dialect.snapshot(job, &state)
             }

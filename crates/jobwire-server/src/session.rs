@@ -21,7 +21,7 @@ pub(crate) use wire::{CloseReason, Command, Incoming, Output, Wire, WireError};
 use crate::auth::Principal;
 use crate::limits::Permit;
 use crate::AppState;
-use jobwire_core::recovery::{Positions, Replay};
+use jobwire_core::recovery::{Positions, Replay, Since};
 use jobwire_core::session::{Closed, EventKind, Outbox, Published};
 use jobwire_core::HubError;
 use jobwire_proto::frame::ServerFrame;
@@ -159,13 +159,13 @@ impl<W: Wire> Session<W> {
     }
 
     /// Runs the session to its end.
-    pub(crate) async fn run(mut self: Box<Self>, since: Option<u64>) {
+    pub(crate) async fn run(mut self: Box<Self>, since: Option<Since>) {
         if let Ok(Next::Close(reason)) = self.serve(since).await {
             self.wire.close(reason).await;
         }
     }
 
-    async fn serve(&mut self, since: Option<u64>) -> Step {
+    async fn serve(&mut self, since: Option<Since>) -> Step {
         self.wire.start().await?;
         if let Some(job) = self.main_job.clone() {
             // Boxed: the subscribe (history replay) future is large and runs once; kept
@@ -277,7 +277,14 @@ impl<W: Wire> Session<W> {
                 let msg = "`resume` is only valid as the first frame of a channel socket";
                 self.error(ErrorCode::BadRequest, msg, None).await
             }
-            Command::Subscribe { job_id, since } => self.subscribe(&job_id, since).await,
+            Command::Subscribe {
+                job_id,
+                since,
+                epoch,
+            } => {
+                let since = since.map(|seq| Since { seq, epoch });
+                self.subscribe(&job_id, since).await
+            }
             Command::Unsubscribe { job_id } => {
                 let key = self.caller.access.key(&job_id);
                 if !self.positions.contains(&key) {
@@ -307,7 +314,7 @@ impl<W: Wire> Session<W> {
     }
 
     /// Subscribes and replays: snapshot, then history after `since`, then live.
-    async fn subscribe(&mut self, job: &str, since: Option<u64>) -> Step {
+    async fn subscribe(&mut self, job: &str, since: Option<Since>) -> Step {
         let single = self.main_job.as_deref() == Some(job);
         if self.positions.contains(&self.caller.access.key(job)) {
             return self
@@ -377,12 +384,24 @@ impl<W: Wire> Session<W> {
         replay: &mut Replay,
     ) -> Result<Option<Next>, WireError> {
         self.wire
-            .feed(Output::Snapshot { job: &replay.job })
+            .feed(Output::Snapshot {
+                job: &replay.job,
+                epoch: replay.epoch,
+            })
             .await?;
         self.wire.flush().await?;
         loop {
             match replay.next_page().await {
                 Ok(Some(page)) => {
+                    if let (Some((since, from)), Some(epoch)) = (page.rewound, replay.epoch) {
+                        let notice = ServerFrame::Rewound {
+                            job_id: job.to_owned(),
+                            since,
+                            from,
+                            epoch,
+                        };
+                        self.wire.feed(Output::Frame(&notice)).await?;
+                    }
                     if let Some((since, history_start)) = page.truncated {
                         let notice = ServerFrame::HistoryTruncated {
                             job_id: job.to_owned(),

@@ -21,6 +21,7 @@
 //! - `writer`: the writer thread and its group commit.
 
 pub mod check;
+mod inflight;
 mod read;
 pub mod store;
 mod writer;
@@ -34,12 +35,13 @@ use crate::error::HubError;
 use crate::liveness::Deadlines;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use inflight::InFlight;
 use jobwire_proto::{EventInput, Job, Timestamp};
 use read::{read_history, read_job, read_key, read_list, read_notifications, restore_deadlines};
 use redb::{Database, ReadableTable, Table, TableDefinition};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use store::{db_err, Store};
@@ -64,6 +66,17 @@ const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
 /// Owner key -> its last notification seq.
 const NOTIFY_HEAD: TableDefinition<&str, u64> = TableDefinition::new("notification_heads");
+/// Store-wide counters: [`EPOCH_KEY`] -> the current epoch.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The epoch: one more at every open and after every failed commit (see
+/// [`Engine::epoch`]).
+const EPOCH_KEY: &str = "epoch";
+/// Test hook: milliseconds the writer waits between pushing a group and flushing it
+/// (a window for crash tests).
+const FLUSH_DELAY_ENV: &str = "JOBWIRE_TEST_FLUSH_DELAY_MS";
+/// `1`: push events only after their flush (the behaviour before epochs; for
+/// comparisons).
+const PUSH_AFTER_FLUSH_ENV: &str = "JOBWIRE_PUSH_AFTER_FLUSH";
 
 /// Most requests committed in one transaction (one fsync).
 pub const MAX_BATCH: usize = 1024;
@@ -129,6 +142,9 @@ pub struct Embedded {
     tx: mpsc::Sender<Request>,
     closing: AtomicBool,
     healthy: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+    /// The group pushed ahead of its flush (see `inflight`).
+    inflight: Arc<InFlight>,
 }
 
 fn storage(e: impl std::fmt::Display) -> HubError {
@@ -147,6 +163,7 @@ impl Embedded {
         std::fs::create_dir_all(&data_dir).map_err(db_err)?;
         let path = data_dir.join(store::FILE);
         let db = store::open_checked(&path, true)?;
+        let epoch;
         {
             let txn = db.begin_write().map_err(db_err)?;
             txn.open_table(JOBS).map_err(db_err)?;
@@ -157,8 +174,24 @@ impl Embedded {
             txn.open_table(API_KEYS).map_err(db_err)?;
             txn.open_table(NOTIFY).map_err(db_err)?;
             txn.open_table(NOTIFY_HEAD).map_err(db_err)?;
+            // A new epoch at every open, durable before any write is pushed.
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let last = meta
+                .get(EPOCH_KEY)
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
+            epoch = last + 1;
+            meta.insert(EPOCH_KEY, epoch).map_err(db_err)?;
+            drop(meta);
             txn.commit().map_err(db_err)?;
         }
+        let epoch = Arc::new(AtomicU64::new(epoch));
+        let inflight = Arc::new(InFlight::default());
+        let flush_delay = std::env::var(FLUSH_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis);
+        let ahead = std::env::var(PUSH_AFTER_FLUSH_ENV).map_or(true, |v| v != "1");
         let store = Arc::new(Store::new(path, db));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -175,6 +208,11 @@ impl Embedded {
             registry,
             metrics,
             healthy: healthy.clone(),
+            epoch: epoch.clone(),
+            epoch_durable: true,
+            ahead,
+            inflight: inflight.clone(),
+            flush_delay,
         };
         std::thread::Builder::new()
             .name("jobwire-writer".into())
@@ -212,6 +250,8 @@ impl Embedded {
             tx,
             closing: AtomicBool::new(false),
             healthy,
+            epoch,
+            inflight,
         }))
     }
 
@@ -298,23 +338,50 @@ impl Engine for Embedded {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<HistoryPage, HubError>> {
+        // In flight first, then the tail or the store (see `inflight`).
+        let pending = self.inflight.get(job_id);
         if let Some(page) = self.tail.history(job_id, after, limit) {
+            let page = match pending {
+                Some(p) => p.extend(page, after, limit),
+                None => page,
+            };
             return Box::pin(std::future::ready(Ok(page)));
         }
         let id = job_id.to_owned();
-        Box::pin(self.read(move |db| read_history(db, &id, after, limit)))
+        Box::pin(async move {
+            let page = self
+                .read(move |db| read_history(db, &id, after, limit))
+                .await;
+            match (pending, page) {
+                (Some(p), Ok(page)) => Ok(p.extend(page, after, limit)),
+                (_, page) => page,
+            }
+        })
     }
 
     fn snapshot<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Job, HubError>> {
+        let pending = self.inflight.get(job_id);
         if let Some(job) = self.tail.snapshot(job_id) {
+            let job = match pending {
+                Some(p) => p.newer(job),
+                None => job,
+            };
             return Box::pin(std::future::ready(Ok(job)));
         }
         let id = job_id.to_owned();
-        Box::pin(self.read(move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let jobs = txn.open_table(JOBS).map_err(db_err)?;
-            read_job(&jobs, &id)?.ok_or(HubError::NotFound)
-        }))
+        Box::pin(async move {
+            let job = self
+                .read(move |db| {
+                    let txn = db.begin_read().map_err(db_err)?;
+                    let jobs = txn.open_table(JOBS).map_err(db_err)?;
+                    read_job(&jobs, &id)?.ok_or(HubError::NotFound)
+                })
+                .await;
+            match (pending, job) {
+                (Some(p), Ok(job)) => Ok(p.newer(job)),
+                (_, job) => job,
+            }
+        })
     }
 
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>> {
@@ -402,6 +469,10 @@ impl Engine for Embedded {
             return Box::pin(std::future::ready(Err(HubError::ShuttingDown)));
         }
         Box::pin(std::future::ready(Ok(self.deadlines.due(now, limit))))
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        Some(self.epoch.load(Ordering::Acquire))
     }
 
     fn is_ready(&self) -> bool {

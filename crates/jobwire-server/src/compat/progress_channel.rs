@@ -80,6 +80,7 @@ impl Dialect for ProgressChannel {
                 Some(id) => Command::Subscribe {
                     job_id: id.to_owned(),
                     since: None,
+                    epoch: None,
                 },
                 None => Command::Invalid(
                     ErrorCode::BadRequest,

@@ -367,6 +367,7 @@ pub(super) async fn control(
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryParams {
     pub(crate) since: Option<u64>,
+    pub(crate) epoch: Option<u64>,
     limit: Option<usize>,
     #[serde(default, rename = "token")]
     _token: Option<String>,
@@ -389,7 +390,11 @@ pub(crate) async fn events(
         .is_some_and(|a| a.contains("text/event-stream"));
     if wants_sse {
         let permit = st.limiter.acquire(ip, caller.access.tenant.as_deref())?;
-        return sse::stream(st, caller, permit, id, &headers, p.since).await;
+        let since = p.since.map(|seq| jobwire_core::recovery::Since {
+            seq,
+            epoch: p.epoch,
+        });
+        return sse::stream(st, caller, permit, id, &headers, since).await;
     }
     let since = p.since.unwrap_or(0);
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);

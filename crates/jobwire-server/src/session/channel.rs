@@ -7,6 +7,7 @@
 use super::{Command, Incoming, Next, Output, Session, Step, Wire};
 use crate::session::CloseReason;
 use jobwire_core::channel::NOTIFICATION_PAGE;
+use jobwire_core::recovery::Since;
 use jobwire_core::session::Published;
 use jobwire_proto::frame::ServerFrame;
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ impl<W: Wire> Session<W> {
         };
         let mut positions = BTreeMap::new();
         let mut since = None;
+        let mut epoch = None;
         let mut pending = None;
         let wait = if self.wire.waits_for_resume() {
             RESUME_WAIT
@@ -54,14 +56,16 @@ impl<W: Wire> Session<W> {
             Ok(Incoming::Command(Command::Resume {
                 positions: p,
                 since: s,
+                epoch: e,
             })) => {
                 positions = p;
                 since = s;
+                epoch = e;
             }
             Ok(Incoming::Command(c)) => pending = Some(c),
         }
         let next = match channel {
-            Channel::Project(project) => self.start_project(&project, &positions).await?,
+            Channel::Project(project) => self.start_project(&project, &positions, epoch).await?,
             Channel::Notifications => self.start_notifications(since).await?,
         };
         match (next, pending) {
@@ -72,7 +76,12 @@ impl<W: Wire> Session<W> {
 
     /// Registers on the project channel, then replays each listed job (snapshot, or
     /// history after the client's position), then `ready`.
-    async fn start_project(&mut self, project: &str, positions: &BTreeMap<String, u64>) -> Step {
+    async fn start_project(
+        &mut self,
+        project: &str,
+        positions: &BTreeMap<String, u64>,
+        epoch: Option<u64>,
+    ) -> Step {
         let hub = self.st.hub.clone();
         let plan = match hub
             .subscribe_project(&self.caller.access, project, &self.outbox, positions)
@@ -97,7 +106,11 @@ impl<W: Wire> Session<W> {
         let mut replayed = 0;
         for ((job, since), key) in plan.jobs.iter().zip(keys) {
             let mut replay = match hub
-                .project_job_replay(&self.caller.access, job, *since)
+                .project_job_replay(
+                    &self.caller.access,
+                    job,
+                    since.map(|seq| Since { seq, epoch }),
+                )
                 .await
             {
                 Ok(r) => r,

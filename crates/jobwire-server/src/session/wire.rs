@@ -17,6 +17,8 @@ pub(crate) enum Command {
     Subscribe {
         job_id: String,
         since: Option<u64>,
+        /// The epoch `since` came with (protocol v1 only).
+        epoch: Option<u64>,
     },
     Unsubscribe {
         job_id: String,
@@ -30,6 +32,8 @@ pub(crate) enum Command {
     Resume {
         positions: BTreeMap<String, u64>,
         since: Option<u64>,
+        /// The epoch the `positions` came with.
+        epoch: Option<u64>,
     },
     /// A frame the decoder refused: answered with an `error` frame, the session goes on.
     Invalid(ErrorCode, String),
@@ -51,8 +55,8 @@ pub(crate) enum Incoming {
 /// Something the session sends. Transports (and dialects) encode it, or skip what
 /// their protocol has no word for.
 pub(crate) enum Output<'a> {
-    /// A subscription's first frame: the job as of its seq.
-    Snapshot { job: &'a Job },
+    /// A subscription's first frame: the job as of its seq, and the store's epoch.
+    Snapshot { job: &'a Job, epoch: Option<u64> },
     /// A live event (shared bytes, with the per-encoding cache).
     Live(&'a Published),
     /// A replayed (history) event.

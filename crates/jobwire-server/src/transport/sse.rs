@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use jobwire_core::recovery::Since;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,14 +26,32 @@ const CHUNK_BUFFER: usize = 64;
 /// Reconnect delay suggested to `EventSource`, in ms.
 const RETRY_MS: u32 = 2000;
 
-fn event_chunk(seq: u64, json: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(json.len() + 32);
+/// An event with its `id:`: `<seq>`, or `<seq>:<epoch>` on engines with epochs, so
+/// that a browser's automatic reconnect (`Last-Event-ID`) carries both.
+fn event_chunk(seq: u64, epoch: Option<u64>, json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(json.len() + 40);
     b.put_slice(b"id: ");
     b.put_slice(seq.to_string().as_bytes());
+    if let Some(e) = epoch {
+        b.put_u8(b':');
+        b.put_slice(e.to_string().as_bytes());
+    }
     b.put_slice(b"\ndata: ");
     b.put_slice(json);
     b.put_slice(b"\n\n");
     b.freeze()
+}
+
+/// A `Last-Event-ID`: `<seq>` or `<seq>:<epoch>` (what [`event_chunk`] sends).
+fn parse_event_id(s: &str) -> Option<Since> {
+    let s = s.trim();
+    match s.split_once(':') {
+        Some((seq, epoch)) => Some(Since {
+            seq: seq.parse().ok()?,
+            epoch: Some(epoch.parse().ok()?),
+        }),
+        None => s.parse().ok().map(Since::seq),
+    }
 }
 
 fn data_chunk(json: &[u8]) -> Bytes {
@@ -60,7 +79,7 @@ pub(crate) async fn stream(
     permit: Permit,
     id: String,
     headers: &HeaderMap,
-    since: Option<u64>,
+    since: Option<Since>,
 ) -> Result<Response, ApiError> {
     start(st, caller, permit, id, headers, since, Feed::Events).await
 }
@@ -90,18 +109,24 @@ async fn start(
     permit: Permit,
     id: String,
     headers: &HeaderMap,
-    since: Option<u64>,
+    since: Option<Since>,
     feed: Feed,
 ) -> Result<Response, ApiError> {
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|h| h.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok());
+        .and_then(parse_event_id);
     let since = last_event_id.or(since);
     // Unknown jobs are refused before the stream starts (404), and a client that has
-    // seen a finished job to its end is told to stop (204).
+    // seen a finished job to its end is told to stop (204), unless what it saw was
+    // taken back (then it is told to rewind).
     let job = st.hub.snapshot(&caller.access, &id).await?;
-    if job.status.is_terminal() && since.is_some_and(|s| s >= job.seq) {
+    let rewind = since.and_then(|s| {
+        st.hub
+            .epoch()
+            .and_then(|now| job.rewind_point(s.seq, s.epoch, now))
+    });
+    if job.status.is_terminal() && rewind.is_none() && since.is_some_and(|s| s.seq >= job.seq) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     if feed == Feed::Control && job.status.is_terminal() {
@@ -121,6 +146,7 @@ async fn start(
         metrics: st.hub.metrics().clone(),
         feed,
         cancel_sent: false,
+        epoch: None,
     };
     let spec = Spec {
         caller,
@@ -157,6 +183,8 @@ struct SseWire {
     feed: Feed,
     /// Control stream: `cancel_requested` went out (it is sent once).
     cancel_sent: bool,
+    /// The epoch of the snapshot sent (goes into every event id).
+    epoch: Option<u64>,
 }
 
 impl SseWire {
@@ -196,7 +224,7 @@ impl SseWire {
     fn control_chunk(&mut self, out: Output<'_>) -> Option<Bytes> {
         use serde_json::json;
         let (seq, bytes) = match out {
-            Output::Snapshot { job } => {
+            Output::Snapshot { job, .. } => {
                 self.cancel_sent = job.cancel_requested.is_some();
                 return Some(control_frame(&json!({
                     "type": "state",
@@ -250,15 +278,17 @@ impl Wire for SseWire {
         let chunk = match out {
             // No `id:` on the snapshot: Last-Event-ID must only advance with events
             // actually sent, or a drop during the replay would skip the rest of it.
-            Output::Snapshot { job } => {
+            Output::Snapshot { job, epoch } => {
+                self.epoch = epoch;
                 data_chunk(&control(&jobwire_proto::frame::ServerFrame::Snapshot {
                     job_id: job.id.clone(),
                     seq: job.seq,
+                    epoch,
                     job: Box::new(job.clone()),
                 }))
             }
-            Output::Live(p) => event_chunk(p.seq, &p.bytes),
-            Output::Replayed { seq, bytes, .. } => event_chunk(seq, bytes),
+            Output::Live(p) => event_chunk(p.seq, self.epoch, &p.bytes),
+            Output::Replayed { seq, bytes, .. } => event_chunk(seq, self.epoch, bytes),
             Output::Notification { bytes, .. } => data_chunk(bytes),
             Output::Frame(f) => data_chunk(&control(f)),
         };

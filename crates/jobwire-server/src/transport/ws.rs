@@ -19,6 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
+use jobwire_core::recovery::Since;
 use jobwire_proto::frame::{ClientFrame, ServerFrame, CLIENT_FRAME_TYPES};
 use jobwire_proto::{ErrorCode, Timestamp};
 use serde::Deserialize;
@@ -29,6 +30,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub(crate) struct SinceParams {
     since: Option<u64>,
+    epoch: Option<u64>,
     #[serde(default, rename = "token")]
     _token: Option<String>,
 }
@@ -50,7 +52,7 @@ pub(crate) struct Open {
     pub(crate) caller: Principal,
     pub(crate) ip: Option<std::net::IpAddr>,
     pub(crate) main_job: Option<String>,
-    pub(crate) since: Option<u64>,
+    pub(crate) since: Option<Since>,
     pub(crate) missing: Missing,
     pub(crate) channel: Option<Channel>,
 }
@@ -125,7 +127,10 @@ pub(crate) async fn single(
 ) -> Result<Response, ApiError> {
     let mut open = Open::new(caller, ip);
     open.main_job = Some(id);
-    open.since = q.since;
+    open.since = q.since.map(|seq| Since {
+        seq,
+        epoch: q.epoch,
+    });
     accept(ws, st, open, V1)
 }
 
@@ -278,9 +283,10 @@ impl Codec for V1 {
 
     fn encode(&mut self, out: &Output<'_>) -> Option<Bytes> {
         Some(match out {
-            Output::Snapshot { job } => control(&ServerFrame::Snapshot {
+            Output::Snapshot { job, epoch } => control(&ServerFrame::Snapshot {
                 job_id: job.id.clone(),
                 seq: job.seq,
+                epoch: *epoch,
                 job: Box::new((*job).clone()),
             }),
             Output::Live(p) => p.bytes.clone(),
@@ -316,13 +322,26 @@ pub(crate) fn decode_v1(s: &str) -> Command {
         }
     }
     match serde_json::from_value(value) {
-        Ok(ClientFrame::Subscribe { job_id, since }) => Command::Subscribe { job_id, since },
+        Ok(ClientFrame::Subscribe {
+            job_id,
+            since,
+            epoch,
+        }) => Command::Subscribe {
+            job_id,
+            since,
+            epoch,
+        },
         Ok(ClientFrame::Unsubscribe { job_id }) => Command::Unsubscribe { job_id },
         Ok(ClientFrame::Ping {}) => Command::Ping,
         Ok(ClientFrame::Auth { token }) => Command::Auth { token },
-        Ok(ClientFrame::Resume { positions, since }) => Command::Resume {
+        Ok(ClientFrame::Resume {
+            positions,
+            since,
+            epoch,
+        }) => Command::Resume {
             positions: positions.unwrap_or_default(),
             since,
+            epoch,
         },
         Err(e) => Command::Invalid(ErrorCode::BadRequest, e.to_string()),
     }

@@ -1,5 +1,7 @@
 //! Crash and restart scripts against the real binary.
 
+mod epochs;
+
 use crate::support::{seqs, Process, Ws};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! The disk is a real 8 MiB tmpfs (the test needs root and `mount`; where mounting
 //! is refused it says so loudly and does not pretend to pass).
 
-use crate::support::{code, Process};
+use crate::support::{code, Frame, Process, Ws};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -87,6 +87,19 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
         .await
         .expect("create");
     assert_eq!(r.status(), StatusCode::CREATED);
+    // A watcher, reading in the background until its socket closes.
+    let mut ws = Ws::connect(&format!("ws://{}/v1/jobs/j/ws", p.addr)).await;
+    let snap = ws.json().await;
+    let epoch = snap["epoch"].as_u64().expect("epoch");
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match ws.frame().await {
+                Frame::Json(v) => seen.push(v["seq"].as_u64().unwrap_or(0)),
+                Frame::Close(c) => return (seen, c),
+            }
+        }
+    });
     let mut acked: Vec<u64> = Vec::new();
     for i in 0..20 {
         let (st, _) = publish(&http, &p.base, i).await;
@@ -137,6 +150,20 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
         "only acknowledged events count"
     );
 
+    // A refused publish may have been pushed ahead of its failed flush: then its
+    // watchers were closed with `resync` (4002), to resume with their epoch.
+    let stored = acked.len() as u64 + 1;
+    let (seen, close) = tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .map(|r| r.expect("watcher"))
+        .unwrap_or_default();
+    let max_seen = seen.iter().copied().max().unwrap_or(1);
+    eprintln!("disk_full: watcher saw up to {max_seen}, {stored} stored, close {close}");
+    if max_seen > stored {
+        assert_eq!(close, 4002, "a watcher of a taken-back event resyncs");
+    }
+    assert!(max_seen >= stored, "the watcher saw every stored event");
+
     std::fs::remove_file(&filler).expect("free space");
     let deadline = Instant::now() + Duration::from_secs(10);
     while ready(&http, &p.base).await != StatusCode::OK {
@@ -151,6 +178,27 @@ async fn a_full_disk_answers_507_and_heals_without_a_restart() {
         let (st, v) = publish(&http, &p.base, i).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         acked.push(i);
+    }
+    // The watcher resumes where it was, with its epoch: told to rewind when it
+    // held a taken-back seq, then given exactly the stored events after that.
+    let mut ws = Ws::connect(&format!(
+        "ws://{}/v1/jobs/j/ws?since={max_seen}&epoch={epoch}",
+        p.addr
+    ))
+    .await;
+    assert_eq!(ws.json().await["type"], "snapshot");
+    let mut next = max_seen + 1;
+    if max_seen > stored {
+        let notice = ws.json().await;
+        assert_eq!(notice["type"], "rewound", "{notice}");
+        assert_eq!(notice["from"], stored + 1, "{notice}");
+        next = stored + 1;
+    }
+    let total = acked.len() as u64 + 1;
+    while next <= total {
+        let e = ws.json().await;
+        assert_eq!(e["seq"], next, "{e}");
+        next += 1;
     }
     let r = http
         .get(format!("{}/v1/jobs/j/events?since=0&limit=10000", p.base))

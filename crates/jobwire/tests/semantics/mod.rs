@@ -142,6 +142,44 @@ async fn a_job_stalled_past_stall_fail_after_fails_with_worker_lost(engine: Engi
     assert_eq!(count(&events(&s, "lost").await, "failed"), 1);
 }
 
+async fn a_child_lost_by_the_scanner_moves_its_parent(engine: Engine) {
+    let s = Server::start_on(engine).await;
+    let (st, _) = s
+        .post(
+            "/v1/jobs",
+            json!({"id": "book", "complete_when": "all_children", "on_child_failure": "continue"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = s
+        .post(
+            "/v1/jobs",
+            json!({"id": "chapter", "parent": "book", "heartbeat_timeout": 0.4, "stall_fail_after": 0.6}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    s.publish("chapter", json!({"type": "progress", "progress": 30}))
+        .await;
+    let mut ws = s.ws("/v1/jobs/book/ws").await;
+    // The stall reaches the parent...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, book) = s.get("/v1/jobs/book").await;
+        if book["child_jobs"]["chapter"]["stalled"] == true {
+            assert_eq!(book["children"]["stalled"], 1, "{book}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stall at the parent: {book}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and so does the loss: the parent's only child ended, so it completes.
+    let done = until_event(&mut ws, "completed", Duration::from_secs(3)).await;
+    assert_eq!(done["result"]["children"]["failed"], 1, "{done}");
+}
+
 /// Reads a control stream's `data:` lines until one has type `ty`.
 async fn control_until(resp: &mut reqwest::Response, buf: &mut String, ty: &str) -> Value {
     let want = format!("\"type\":\"{ty}\"");
@@ -492,6 +530,7 @@ async fn parent_policies_and_cancel_reach_children_and_bad_parents_are_refused(e
 }
 
 crate::on_both_engines!(
+    a_child_lost_by_the_scanner_moves_its_parent,
     a_parent_with_100_children_shows_live_counts_and_progress_and_completes_with_them,
     parent_policies_and_cancel_reach_children_and_bad_parents_are_refused,
     a_silent_worker_is_stalled_within_its_timeout_and_recovers_on_a_heartbeat,

@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 #[derive(Debug, Default)]
 struct Msg {
     id: Option<u64>,
+    /// The epoch after the seq in `id: <seq>:<epoch>` (engines with epochs).
+    epoch: Option<u64>,
     data: Option<Value>,
     comment: Option<String>,
     retry: Option<u64>,
@@ -51,7 +53,10 @@ impl Sse {
                 let mut m = Msg::default();
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
-                        m.id = v.parse().ok();
+                        let (seq, epoch) =
+                            v.split_once(':').map_or((v, None), |(s, e)| (s, Some(e)));
+                        m.id = seq.parse().ok();
+                        m.epoch = epoch.and_then(|e| e.parse().ok());
                     } else if let Some(v) = line.strip_prefix("data: ") {
                         m.data = Some(serde_json::from_str(v).expect("data is JSON"));
                     } else if let Some(v) = line.strip_prefix("retry: ") {
@@ -75,10 +80,16 @@ impl Sse {
 
     /// The next message carrying data.
     async fn data(&mut self) -> (Option<u64>, Value) {
+        let (id, _, d) = self.data_with_epoch().await;
+        (id, d)
+    }
+
+    /// The next message carrying data, with the epoch of its id.
+    async fn data_with_epoch(&mut self) -> (Option<u64>, Option<u64>, Value) {
         loop {
             let m = self.next().await.expect("stream open");
             if let Some(d) = m.data {
-                return (m.id, d);
+                return (m.id, m.epoch, d);
             }
         }
     }
@@ -100,11 +111,14 @@ async fn sse_streams_snapshot_history_and_live_events_with_ids(engine: Engine) {
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["seq"], 3);
     assert_eq!(id, None, "the snapshot does not move Last-Event-ID");
-    let (id, e) = sse.data().await;
+    let (id, epoch, e) = sse.data_with_epoch().await;
     assert_eq!(
         (id, e["seq"].as_u64(), e["type"].as_str()),
         (Some(2), Some(2), Some("progress"))
     );
+    // Event ids carry the snapshot's epoch where the engine has epochs.
+    assert_eq!(epoch, snap["epoch"].as_u64());
+    assert_eq!(engine != Engine::Redis, epoch.is_some());
     let (id, _) = sse.data().await;
     assert_eq!(id, Some(3));
     s.publish("j", json!({"type": "log", "line": "live"})).await;

@@ -740,11 +740,22 @@ pub fn bin() -> &'static str {
 impl Process {
     /// Starts `jobwire serve` on `listen` (use "127.0.0.1:0" for a fresh port).
     pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> Process {
+        Process::start_env(data_dir, listen, extra, &[])
+    }
+
+    /// Like [`Process::start`], with extra environment variables.
+    pub fn start_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
         let mut child = Command::new(bin())
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("JOBWIRE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

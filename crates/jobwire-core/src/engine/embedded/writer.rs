@@ -2,10 +2,11 @@
 //! (up to [`MAX_BATCH`]), applies it in one write transaction, commits once (one
 //! fsync for the group), fans the events out and acknowledges the callers.
 
+use super::inflight::{InFlight, Pending};
 use super::read::read_job;
 use super::{
-    db_err, storage, Request, Retention, Store, CREATES, EVENTS, EXPIRY, IDEMPOTENCY, JOBS,
-    MAX_BATCH, NOTIFY, NOTIFY_HEAD, PROBE_BYTES, PROBE_INTERVAL,
+    db_err, storage, Request, Retention, Store, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY,
+    JOBS, MAX_BATCH, META, NOTIFY, NOTIFY_HEAD, PROBE_BYTES, PROBE_INTERVAL,
 };
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
@@ -14,12 +15,12 @@ use crate::engine::{Created, Live, NewJob, Outcome};
 use crate::error::HubError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::session::{EventKind, Published};
+use crate::session::{Closed, EventKind, Published};
 use jobwire_proto::{EventInput, Job, Timestamp};
-use redb::{Database, ReadableTable, Table};
-use std::collections::HashMap;
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -133,27 +134,41 @@ pub(super) struct Writer {
     /// False after a failed commit, until a space probe or a commit succeeds
     /// (drives /readyz).
     pub(super) healthy: Arc<AtomicBool>,
+    /// The store's epoch (see `Engine::epoch`); shared with readers.
+    pub(super) epoch: Arc<AtomicU64>,
+    /// False after a failed commit until the new epoch is stored: meanwhile groups
+    /// are pushed only after their flush.
+    pub(super) epoch_durable: bool,
+    /// Push events before the flush (the default); off: after it.
+    pub(super) ahead: bool,
+    /// The group between its push and its flush, for readers.
+    pub(super) inflight: Arc<InFlight>,
+    /// Test hook: a pause between the push and the flush (a crash window).
+    pub(super) flush_delay: Option<std::time::Duration>,
 }
 
 /// Per-group scratch state: snapshots changed in this group, events to fan out and
 /// replies to send once the commit is durable.
 #[derive(Default)]
 struct Group {
-    dirty: HashMap<String, Dirty>,
+    /// Jobs changed in this group, as they now are.
+    dirty: HashMap<String, Job>,
+    /// Jobs created in this group: their events wait for the flush (a channel
+    /// listing reads the store, so a job must be in it before it is announced).
+    created: HashSet<String>,
+    /// Job events, in order.
     fanout: Vec<Published>,
+    /// Notifications of the owners of jobs that ended (pushed after the flush).
+    notices: Vec<Published>,
     acks: Vec<Ack>,
     stop: bool,
 }
 
-/// A job changed in the current group, and the size of its stored snapshot.
-struct Dirty {
-    job: Job,
-    size: usize,
-}
-
-impl Dirty {
-    fn new(job: Job) -> Dirty {
-        Dirty { job, size: 0 }
+impl Group {
+    /// Whether `p` may be pushed before the flush: an event of a job that existed
+    /// before this group (notifications and new jobs wait for the commit).
+    fn ahead(&self, p: &Published) -> bool {
+        !self.created.contains(&*p.job_id)
     }
 }
 
@@ -187,33 +202,42 @@ impl Writer {
         let mut group = Group::default();
         let result = self.apply_group(batch, &mut group);
         let stop = group.stop;
+        let mut pushed = Vec::new();
+        let result = result.and_then(|(txn, snapshots)| {
+            if self.ahead && self.epoch_durable {
+                pushed = self.push_ahead(&group, &snapshots);
+            }
+            if let Some(d) = self.flush_delay {
+                std::thread::sleep(d);
+            }
+            txn.commit().map_err(db_err).map(|()| snapshots)
+        });
         match result {
-            Ok(()) => {
-                let mut snapshots = Vec::with_capacity(group.dirty.len());
-                for (id, d) in group.dirty.drain() {
-                    let job = Arc::new(d.job);
-                    let key = Arc::from(id.as_str());
-                    if job.status.is_terminal() {
-                        self.cache.remove(&id);
+            Ok(snapshots) => {
+                self.epoch_durable = true;
+                for s in &snapshots {
+                    if s.job.status.is_terminal() {
+                        self.cache.remove(&*s.key);
                     } else {
-                        self.cache.insert(id, job.clone());
+                        self.cache.insert(s.key.to_string(), s.job.clone());
                     }
-                    snapshots.push(Snapshot {
-                        key,
-                        job,
-                        size: d.size,
-                    });
                 }
-                // Before the fan-out, like the commit (see `tail`).
+                // Before the rest of the fan-out, like the commit (see `tail`).
                 self.tail.commit(
                     snapshots,
                     group.fanout.iter().map(|p| (&p.job_id, p.seq, &p.bytes)),
                 );
+                self.inflight.clear();
                 self.metrics.events_published.add(group.fanout.len() as u64);
                 self.metrics
                     .replay_cache_bytes
                     .set(self.tail.bytes() as i64);
                 for ev in &group.fanout {
+                    if pushed.is_empty() || !group.ahead(ev) {
+                        self.registry.broadcast(ev);
+                    }
+                }
+                for ev in &group.notices {
                     self.registry.broadcast(ev);
                 }
                 for ack in group.acks {
@@ -224,6 +248,8 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
                 self.healthy.store(false, Ordering::Release);
+                self.inflight.clear();
+                self.take_back(&group, &pushed);
                 for ack in group.acks {
                     ack.fail(&e);
                 }
@@ -234,6 +260,65 @@ impl Writer {
             }
         }
         stop
+    }
+
+    /// Pushes the group's events of jobs that existed before it, ahead of the
+    /// flush, after showing them to readers (see `inflight`). Returns the keys
+    /// pushed (a failed commit takes them back).
+    fn push_ahead(&self, group: &Group, snapshots: &[Snapshot]) -> Vec<Arc<str>> {
+        let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+        for s in snapshots {
+            if !group.created.contains(&*s.key) {
+                pending.insert(
+                    s.key.clone(),
+                    Pending {
+                        job: s.job.clone(),
+                        events: Vec::new(),
+                    },
+                );
+            }
+        }
+        for ev in group.fanout.iter().filter(|p| group.ahead(p)) {
+            if let Some(p) = pending.get_mut(&ev.job_id) {
+                p.events.push((ev.seq, ev.bytes.clone()));
+            }
+        }
+        pending.retain(|_, p| !p.events.is_empty());
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<Arc<str>> = pending.keys().cloned().collect();
+        self.inflight.set(pending);
+        for ev in group.fanout.iter().filter(|p| group.ahead(p)) {
+            self.registry.broadcast(ev);
+        }
+        keys
+    }
+
+    /// A commit failed after its events were pushed: a new epoch begins (stored by
+    /// the next commit, which pushes only after its flush), and every watcher that
+    /// may hold one of those events is closed with `resync`, to resume with the
+    /// epoch it was given and be told where to rewind.
+    fn take_back(&mut self, group: &Group, pushed: &[Arc<str>]) {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.epoch_durable = false;
+        if pushed.is_empty() {
+            return;
+        }
+        let mut projects = HashSet::new();
+        for ev in group.fanout.iter().filter(|p| group.ahead(p)) {
+            if let Some(p) = &ev.project {
+                projects.insert(p.clone());
+            }
+        }
+        tracing::warn!(
+            jobs = pushed.len(),
+            epoch,
+            "events pushed ahead of a failed flush are taken back; their watchers resync"
+        );
+        for key in pushed.iter().chain(projects.iter()) {
+            self.registry.close_watchers(key, Closed::Resync);
+        }
     }
 
     /// After a failed commit: redb refuses everything after an I/O error, so close
@@ -285,8 +370,15 @@ impl Writer {
         }
     }
 
-    fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
+    /// Applies a group in one write transaction and returns it uncommitted, with
+    /// the new snapshots of the jobs it changed.
+    fn apply_group(
+        &mut self,
+        batch: &mut Vec<Request>,
+        group: &mut Group,
+    ) -> Result<(WriteTransaction, Vec<Snapshot>), HubError> {
         let txn = self.store.db()?.begin_write().map_err(db_err)?;
+        let mut snapshots = Vec::with_capacity(group.dirty.len());
         {
             let mut t = Tables {
                 jobs: txn.open_table(JOBS).map_err(db_err)?,
@@ -330,21 +422,30 @@ impl Writer {
                     }
                 }
             }
-            for (id, d) in group.dirty.iter_mut() {
-                let bytes = serde_json::to_vec(&d.job).map_err(storage)?;
-                d.size = bytes.len();
+            if !self.epoch_durable {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                meta.insert(EPOCH_KEY, epoch).map_err(db_err)?;
+            }
+            for (id, job) in group.dirty.drain() {
+                let bytes = serde_json::to_vec(&job).map_err(storage)?;
                 t.jobs
                     .insert(id.as_str(), bytes.as_slice())
                     .map_err(db_err)?;
+                snapshots.push(Snapshot {
+                    key: Arc::from(id.as_str()),
+                    job: Arc::new(job),
+                    size: bytes.len(),
+                });
             }
         }
-        txn.commit().map_err(db_err)
+        Ok((txn, snapshots))
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
     fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
-        if let Some(d) = group.dirty.get(id) {
-            return Ok(Some(d.job.clone()));
+        if let Some(j) = group.dirty.get(id) {
+            return Ok(Some(j.clone()));
         }
         if let Some(j) = self.cache.get(id) {
             return Ok(Some((**j).clone()));
@@ -374,12 +475,14 @@ impl Writer {
                 Err(Fail::Refuse(HubError::JobExists))
             };
         }
-        let (job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
+        let (mut job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
+        job.epochs = vec![[self.epoch.load(Ordering::Relaxed), 1]];
         t.events
             .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
         t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
         group.fanout.push(created);
-        group.dirty.insert(new.key, Dirty::new(job.clone()));
+        group.created.insert(new.key.clone());
+        group.dirty.insert(new.key, job.clone());
         Ok(Created { job, created: true })
     }
 
@@ -394,6 +497,7 @@ impl Writer {
         let mut job = self
             .load(t, group, job_id)?
             .ok_or(Fail::Refuse(HubError::NotFound))?;
+        job.enter_epoch(self.epoch.load(Ordering::Relaxed));
         let idem = &t.idem;
         let applied = apply::apply_inputs(&mut job, job_id, inputs, now, |eid| {
             idem.get((job_id, eid)).map(|g| g.map(|v| v.value()))
@@ -443,9 +547,9 @@ impl Writer {
         group
             .fanout
             .extend(applied.events.into_iter().map(|e| e.published));
-        group.fanout.extend(notification);
+        group.notices.extend(notification);
         let live = Live::of(&job);
-        group.dirty.insert(job_id.to_owned(), Dirty::new(job));
+        group.dirty.insert(job_id.to_owned(), job);
         Ok(Outcome {
             seqs: applied.seqs,
             live,

@@ -1,0 +1,127 @@
+//! Fan-out ahead of the flush across a real crash: a watcher sees an event before
+//! it is durable, the binary is killed with SIGKILL before the flush, the restarted
+//! binary writes another event under the same seq, and the watcher, resuming with
+//! the epoch it was given, is told to rewind and gets the new event: it never keeps
+//! a seq the store took back.
+
+use crate::support::{Process, Ws};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The writer's pause between pushing a group and flushing it (the crash window).
+const DELAY_MS: &str = "3000";
+
+async fn json_frame(ws: &mut Ws) -> Value {
+    ws.json().await
+}
+
+#[tokio::test]
+async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("JOBWIRE_TEST_FLUSH_DELAY_MS", DELAY_MS)];
+    let mut p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
+    let http = reqwest::Client::new();
+    let base = p.base.clone();
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"id": "render-7"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201);
+
+    let ws_url = format!("ws://{}/v1/jobs/render-7/ws", p.addr);
+    let mut ws = Ws::connect(&ws_url).await;
+    let snap = json_frame(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["seq"], 1);
+    let epoch = snap["epoch"]
+        .as_u64()
+        .expect("the snapshot carries the epoch");
+
+    // The publish waits for the flush, which the kill prevents: never acknowledged.
+    let publish = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/jobs/render-7/events"))
+                .json(&json!({"type": "log", "line": "lost in the crash"}))
+                .send()
+                .await
+        })
+    };
+    let seen = json_frame(&mut ws).await;
+    assert_eq!(
+        seen["seq"], 2,
+        "the watcher sees the event before its flush"
+    );
+    assert_eq!(seen["line"], "lost in the crash");
+    p.kill9();
+    let reply = publish.await.expect("task");
+    assert!(
+        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
+        "the lost publish was never acknowledged"
+    );
+
+    // Restarted (no delay): another event takes seq 2.
+    let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    let r = http
+        .post(format!("{}/v1/jobs/render-7/events", p2.base))
+        .json(&json!({"type": "log", "line": "written after the restart"}))
+        .send()
+        .await
+        .expect("publish");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
+
+    // Resuming with the old epoch: told to rewind, then the new event 2.
+    let mut ws = Ws::connect(&format!(
+        "ws://{}/v1/jobs/render-7/ws?since=2&epoch={epoch}",
+        p2.addr
+    ))
+    .await;
+    let snap = json_frame(&mut ws).await;
+    assert_eq!(snap["type"], "snapshot");
+    let new_epoch = snap["epoch"].as_u64().expect("epoch");
+    assert!(new_epoch > epoch, "a restart begins a new epoch");
+    let notice = json_frame(&mut ws).await;
+    assert_eq!(
+        notice,
+        json!({"type": "rewound", "job_id": "render-7", "since": 2, "from": 2, "epoch": new_epoch})
+    );
+    let again = json_frame(&mut ws).await;
+    assert_eq!(again["seq"], 2);
+    assert_eq!(again["line"], "written after the restart");
+
+    // A client of the new epoch resumes with no rewind.
+    let mut ws = Ws::connect(&format!(
+        "ws://{}/v1/jobs/render-7/ws?since=2&epoch={new_epoch}",
+        p2.addr
+    ))
+    .await;
+    assert_eq!(json_frame(&mut ws).await["type"], "snapshot");
+    ws.quiet_for(Duration::from_millis(300)).await;
+
+    // SSE: the event id carries the epoch, and a browser's Last-Event-ID from the
+    // lost epoch is rewound the same way.
+    let r = http
+        .get(format!("{}/v1/jobs/render-7/events", p2.base))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", format!("2:{epoch}"))
+        .send()
+        .await
+        .expect("sse");
+    let mut body = r;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let event_id = format!("id: 2:{new_epoch}\ndata: ");
+    while !text.contains(&event_id) && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), body.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    assert!(text.contains(r#""type":"rewound""#), "{text}");
+    let (notice, event) = (text.find(r#""type":"rewound""#), text.find(&event_id));
+    assert!(event.is_some(), "event ids are seq:epoch: {text}");
+    assert!(notice < event, "the notice comes before the event: {text}");
+}
