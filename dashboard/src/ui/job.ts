@@ -218,7 +218,7 @@ export class JobPage {
     );
 
     this.part(this.timelineEl, String(this.timelineRev), () => {
-      if (this.childHidden) this.timelineEl.append(h('li', { class: 'muted' }, `${this.childHidden} earlier child changes not shown`));
+      if (this.childHidden) this.timelineEl.append(h('li', { class: 'muted' }, `${this.childHidden} earlier child ${this.childHidden === 1 ? 'change' : 'changes'} not shown`));
       for (const t of this.timeline) this.timelineEl.append(h('li', { class: t.child ? 'tl-child' : null }, ...this.entry(t), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
       if (this.timeline.length === 0) this.timelineEl.append(h('li', { class: 'muted' }, 'No events yet.'));
     });
