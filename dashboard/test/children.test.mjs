@@ -134,9 +134,10 @@ test('a parent with 20 children: counts, aggregate progress, rows and timeline m
   // The table: the parent's row counts its ended children, live.
   await page.click('.back');
   const row = '.spacer .row[data-job-id="batch-1"]';
-  await page.waitForFunction((sel) => document.querySelector(`${sel} .c-stage`)?.textContent === '5/20 children done', row);
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .c-stage`)?.textContent === '5/20 done', row);
+  assert.equal(await page.$eval(`${row} .c-stage`, (e) => e.title), '5/20 children done');
   await publish(srv.url, 'page-11', [{ type: 'cancelled' }]);
-  await page.waitForFunction((sel) => document.querySelector(`${sel} .c-stage`)?.textContent === '6/20 children done', row);
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .c-stage`)?.textContent === '6/20 done', row);
   assert.match(await page.getAttribute(row, 'aria-label'), /, 6\/20 children done$/);
   assert.equal(await page.$eval('.spacer .row[data-job-id="page-01"] .c-stage', (e) => e.textContent), '', 'a child row has no children count');
 

@@ -16,6 +16,14 @@ before(async () => {
   browser = await launchBrowser();
   srv = await startServer();
   const u = srv.url;
+  // A parent with 12 children in various states (first: the jobs below are the recently updated ones).
+  await createJob(u, { id: 'book-export-5', project: 'reports', complete_when: 'all_children', metadata: { owner: 'ana', priority: 'normal' } });
+  for (let i = 1; i <= 12; i++) await createJob(u, { id: `chapter-${String(i).padStart(2, '0')}`, project: 'reports', parent: 'book-export-5', weight: i === 1 ? 2 : 1 });
+  const child = (i) => `chapter-${String(i).padStart(2, '0')}`;
+  for (const i of [1, 2, 3, 4]) await publish(u, child(i), [{ type: 'progress', progress: 50 }, { type: 'completed' }]);
+  await publish(u, child(5), [{ type: 'progress', progress: 30 }, { type: 'failed', error: 'missing figure 5.2' }]);
+  for (const [i, p] of [[6, 72], [7, 40], [8, 15]]) await publish(u, child(i), [{ type: 'progress', progress: p, stage: 'typeset' }]);
+  await publish(u, child(9), [{ type: 'status', status: 'queued' }]);
   const jobs = [
     ['render-42', 'video', [{ type: 'step', step: 'decode', label: 'Decode' }, { type: 'step', step: 'render', label: 'Render frames' }, { type: 'progress', progress: 62.5, stage: 'render', message: 'frame 1250/2000' }]],
     ['build-7', 'hardware', [{ type: 'progress', progress: 100, stage: 'bitstream' }, { type: 'completed', result: { bitstream: 'top.bit' }, message: 'timing met' }]],
@@ -39,14 +47,6 @@ before(async () => {
     'render: frame 1250/2000',
   ].map((line) => ({ type: 'log', line }));
   await publish(u, 'render-42', logs);
-  // A parent with 12 children in various states.
-  await createJob(u, { id: 'book-export-5', project: 'reports', complete_when: 'all_children', metadata: { owner: 'ana', priority: 'normal' } });
-  for (let i = 1; i <= 12; i++) await createJob(u, { id: `chapter-${String(i).padStart(2, '0')}`, project: 'reports', parent: 'book-export-5', weight: i === 1 ? 2 : 1 });
-  const child = (i) => `chapter-${String(i).padStart(2, '0')}`;
-  for (const i of [1, 2, 3, 4]) await publish(u, child(i), [{ type: 'progress', progress: 50 }, { type: 'completed' }]);
-  await publish(u, child(5), [{ type: 'progress', progress: 30 }, { type: 'failed', error: 'missing figure 5.2' }]);
-  for (const [i, p] of [[6, 72], [7, 40], [8, 15]]) await publish(u, child(i), [{ type: 'progress', progress: p, stage: 'typeset' }]);
-  await publish(u, child(9), [{ type: 'status', status: 'queued' }]);
 });
 after(async () => {
   await browser?.close();

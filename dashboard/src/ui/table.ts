@@ -1,7 +1,7 @@
 /**
  * The jobs table: counts per status (also the status filter), project and id filters, sort, and a
  * virtualised body (only the visible rows exist in the DOM, updated at most once per frame), so
- * 10,000 jobs scroll smoothly. A parent's row says "3/10 children done" in its stage cell.
+ * 10,000 jobs scroll smoothly. A parent's row says "3/10 done" (children) in its stage cell.
  * Keyboard: a roving tab stop over the rows; arrows, Page, Home/End, Enter.
  */
 
@@ -290,9 +290,11 @@ export class JobsTable {
     r.eta.hidden = !eta;
     this.live(r, job, now);
     const stage = job.stage ?? job.step?.label ?? job.step?.step ?? '';
-    const kids = childrenDone(job);
+    // A parent: "3/10 done" (the cell is narrow; its title and the row's label say "children").
+    const c = job.children;
+    const kids = c && c.total ? `${c.completed + c.failed + c.cancelled}/${c.total} done` : '';
     r.stage.textContent = kids ? (stage ? `${stage} · ${kids}` : kids) : stage;
-    r.stage.title = r.stage.textContent;
+    r.stage.title = kids ? `${stage ? `${stage} · ` : ''}${childrenDone(job)}` : stage;
     r.el.toggleAttribute('data-parent', !!kids);
     r.message.textContent = job.message ?? '';
     r.message.title = job.message ?? '';
