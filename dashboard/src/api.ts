@@ -1,6 +1,6 @@
 /** HTTP side of the protocol: the server base URL, the token, typed errors and the few endpoints the dashboard reads. */
 
-import type { Job, WireEvent } from './types';
+import type { ChildCounts, Job, Status, WireEvent } from './types';
 
 const TOKEN_KEY = 'jobwire.token';
 
@@ -116,6 +116,30 @@ export interface HistoryPage {
 
 export function history(id: string, since: number, limit = 1000): Promise<HistoryPage> {
   return request<HistoryPage>(`/v1/jobs/${encodeURIComponent(id)}/events?since=${since}&limit=${limit}`);
+}
+
+export interface ChildRow {
+  id: string;
+  status: Status;
+  progress: number;
+  weight: number;
+  stalled: boolean;
+  seq: number;
+}
+
+export interface ChildrenPage {
+  job_id: string;
+  counts: ChildCounts;
+  children: ChildRow[];
+  next: string | null;
+}
+
+/** A parent's children in id order after `after`, optionally of one status (`GET /v1/jobs/{id}/children`). */
+export function listChildren(id: string, status: string, after: string | null, limit = 100): Promise<ChildrenPage> {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (status) q.set('status', status);
+  if (after) q.set('after', after);
+  return request<ChildrenPage>(`/v1/jobs/${encodeURIComponent(id)}/children?${q}`);
 }
 
 /** Ends a job no worker started; asks a running job's worker to stop (`cancel_requested: true`, status in_progress). */

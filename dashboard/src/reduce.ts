@@ -1,6 +1,6 @@
 /** Folds wire events into a job snapshot, the same way the server does (docs/protocol.md "The snapshot"). */
 
-import { TERMINAL, type Job, type LogLine, type WireEvent } from './types';
+import { TERMINAL, type ChildCounts, type ChildState, type Job, type LogLine, type Status, type WireEvent } from './types';
 
 /** The snapshot keeps its newest 50 log lines, like the server's. */
 const SNAPSHOT_LOGS = 50;
@@ -24,6 +24,11 @@ export function applyEvent(job: Job, ev: WireEvent): boolean {
       // Every progress event carries the server's current estimate; none means unknown.
       setNum(job, 'rate', ev.rate);
       setNum(job, 'eta_seconds', ev.eta_seconds);
+      job.progress_at = ev.timestamp;
+      job.own_progress = true; // from now on its children no longer move its progress
+      break;
+    case 'child':
+      foldChild(job, ev);
       break;
     case 'stalled':
       job.stalled_since = ev.timestamp;
@@ -74,6 +79,11 @@ export function applyEvent(job: Job, ev: WireEvent): boolean {
       setNum(job, 'heartbeat_timeout', ev.heartbeat_timeout);
       setNum(job, 'stall_fail_after', ev.stall_fail_after);
       setNum(job, 'cancel_timeout', ev.cancel_timeout);
+      if (typeof ev.parent === 'string') job.parent = ev.parent;
+      if (typeof ev.weight === 'number') job.weight = ev.weight;
+      if (typeof ev.depth === 'number' && ev.depth > 0) job.depth = ev.depth;
+      if (ev.complete_when === 'all_children') job.complete_when = ev.complete_when;
+      if (ev.on_child_failure === 'fail' || ev.on_child_failure === 'continue') job.on_child_failure = ev.on_child_failure;
       break;
   }
   if (TERMINAL.has(job.status)) {
@@ -82,6 +92,64 @@ export function applyEvent(job: Job, ev: WireEvent): boolean {
     delete job.eta_seconds;
   }
   return true;
+}
+
+/**
+ * A `child` event (the server's fold_child): keeps the child's state unless an update with a
+ * higher child seq is known, recounts, and (unless the job publishes progress itself) sets
+ * `progress` to the weighted mean of its children's, an ended child counting as 100, to 0.1.
+ */
+function foldChild(job: Job, ev: WireEvent): void {
+  const id = String(ev.child);
+  const all = (job.child_jobs ??= {});
+  const known = all[id];
+  const seq = Number(ev.child_seq);
+  if (!known || seq > known.seq) {
+    const s: ChildState = { status: ev.child_status as Status, seq, progress: Number(ev.progress), weight: Number(ev.weight) };
+    if (ev.stalled === true) s.stalled = true;
+    if (!known) {
+      const ids = sortedIds(all);
+      ids.splice(insertAt(ids, id), 0, id);
+    }
+    all[id] = s;
+  }
+  const c: ChildCounts = { total: 0, pending: 0, queued: 0, in_progress: 0, completed: 0, failed: 0, cancelled: 0, stalled: 0 };
+  let sum = 0;
+  let weights = 0;
+  // In id order, like the server's BTreeMap: the float sum (and so its rounding) comes out the same.
+  for (const k of sortedIds(all)) {
+    const s = all[k]!;
+    c.total += 1;
+    c[s.status] += 1;
+    const ended = TERMINAL.has(s.status);
+    if (s.stalled && !ended) c.stalled += 1;
+    sum += (ended ? 100 : s.progress) * s.weight;
+    weights += s.weight;
+  }
+  job.children = c;
+  if (!job.own_progress && weights > 0) job.progress = Math.round((sum / weights) * 10) / 10;
+}
+
+/** The ids of a `child_jobs` object in byte order (ids are ASCII), kept per object across events. */
+const idOrder = new WeakMap<object, string[]>();
+export function sortedIds(all: Record<string, ChildState>): string[] {
+  let ids = idOrder.get(all);
+  if (!ids) {
+    ids = Object.keys(all).sort();
+    idOrder.set(all, ids);
+  }
+  return ids;
+}
+
+function insertAt(ids: string[], id: string): number {
+  let lo = 0;
+  let hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ids[mid]! < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 type NumKey = 'rate' | 'eta_seconds' | 'heartbeat_timeout' | 'stall_fail_after' | 'cancel_timeout';

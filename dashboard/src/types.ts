@@ -46,6 +46,40 @@ export interface Job {
   /** Percent per second and seconds left, computed by the server on each progress event. */
   rate?: number;
   eta_seconds?: number;
+  /** When the last progress event was applied. */
+  progress_at?: string;
+  /** A child job: its parent's id, its weight in the parent's progress (default 1), how many parents are above it. */
+  parent?: string;
+  weight?: number;
+  depth?: number;
+  /** A parent: counts of its children (present once it has one) and each child's last known state, by id. */
+  children?: ChildCounts;
+  child_jobs?: Record<string, ChildState>;
+  /** True once the job published progress itself: then its children no longer move `progress`. */
+  own_progress?: boolean;
+  complete_when?: 'all_children';
+  on_child_failure?: 'fail' | 'continue';
+}
+
+export interface ChildCounts {
+  total: number;
+  pending: number;
+  queued: number;
+  in_progress: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+  /** Unfinished children the server finds stalled. */
+  stalled: number;
+}
+
+/** What a parent keeps of one child (`stalled` only while true). */
+export interface ChildState {
+  status: Status;
+  seq: number;
+  progress: number;
+  weight: number;
+  stalled?: boolean;
 }
 
 export interface WireEvent {

@@ -1,5 +1,5 @@
 // Accessibility in chromium with axe-core (WCAG 2 A/AA rules, colour contrast included) on the jobs
-// table and on a job, in light and dark, at 1280 and 360 px; plus the job page's landmarks and labels.
+// table, on a job, a parent and a child, in light and dark, at 1280 and 360 px; plus the job page's landmarks and labels.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -23,6 +23,12 @@ before(async () => {
   ]) {
     await createJob(srv.url, { id, project: 'p' });
     if (events.length) await publish(srv.url, id, events);
+  }
+  // A parent with children in every state (its page lists them; a child links its parent).
+  await createJob(srv.url, { id: 'a11y-parent', project: 'p', on_child_failure: 'continue' });
+  for (const [i, events] of [[{ type: 'progress', progress: 30 }], [{ type: 'progress', progress: 50 }, { type: 'completed' }], [{ type: 'failed', error: 'x' }], [{ type: 'status', status: 'queued' }], [{ type: 'cancelled' }], []].entries()) {
+    await createJob(srv.url, { id: `a11y-child-${i}`, parent: 'a11y-parent', weight: i === 0 ? 2 : 1 });
+    if (events.length) await publish(srv.url, `a11y-child-${i}`, events);
   }
 });
 after(async () => {
@@ -49,6 +55,12 @@ for (const scheme of ['light', 'dark']) {
       await page.goto(srv.url + '/#/jobs/a11y-run');
       await page.waitForSelector('.log .ln');
       assert.deepEqual(await axe(page), [], 'job page');
+      await page.goto(srv.url + '/#/jobs/a11y-parent');
+      await page.waitForFunction(() => document.querySelectorAll('.child-list .child').length === 6);
+      assert.deepEqual(await axe(page), [], 'parent page');
+      await page.goto(srv.url + '/#/jobs/a11y-child-0');
+      await page.waitForSelector('.parent-link:not([hidden]) a');
+      assert.deepEqual(await axe(page), [], 'child page');
       await ctx.close();
     });
   }
@@ -64,5 +76,12 @@ test('the job page has labelled regions, a labelled progress bar and a status li
   const regions = await page.$$eval('section[aria-labelledby]', (els) => els.map((e) => document.getElementById(e.getAttribute('aria-labelledby'))?.textContent));
   for (const name of ['Log', 'Timeline', 'Steps', 'Details', 'Watch']) assert.ok(regions.includes(name), `region ${name} in ${regions}`);
   assert.equal(await page.getAttribute('.conn', 'role'), 'status');
+  // A parent: a labelled Children region, a labelled status filter, a labelled list of links.
+  await page.goto(srv.url + '/#/jobs/a11y-parent');
+  await page.waitForFunction(() => document.querySelectorAll('.child-list .child').length === 6);
+  assert.equal(await page.$eval('section.children-panel', (e) => document.getElementById(e.getAttribute('aria-labelledby')).textContent), 'Children');
+  assert.equal(await page.$eval('#ch-status', (e) => e.labels[0].textContent.startsWith('Status')), true);
+  assert.equal(await page.getAttribute('.child-list', 'aria-label'), 'Children');
+  assert.equal(await page.$$eval('.child-list .child a[href^="#/jobs/a11y-child-"]', (e) => e.length), 6);
   await ctx.close();
 });

@@ -1,7 +1,8 @@
 // The dashboard's fold of wire events (src/reduce.ts) gives the server's snapshot: a real job is
 // driven through steps, logs, progress, metadata and completion; its JSON history folded from the
 // `created` event must equal GET /v1/jobs/{id}. Also liveness: stalled / recovered / cancel_requested,
-// rate and eta_seconds, checkpoint, and the server's timeouts (worker_lost, cancel_timeout).
+// rate and eta_seconds, checkpoint, and the server's timeouts (worker_lost, cancel_timeout). And
+// parents: `child` events folded into children / child_jobs / aggregate progress like the server.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -23,7 +24,8 @@ after(async () => {
 
 const FIELDS = [
   'id', 'project', 'status', 'progress', 'stage', 'step', 'completed_steps', 'message', 'metadata', 'result', 'error', 'logs', 'log_count', 'seq', 'updated_at', 'finished_at',
-  'heartbeat_timeout', 'stall_fail_after', 'cancel_timeout', 'stalled_since', 'cancel_requested', 'checkpoint', 'rate', 'eta_seconds',
+  'heartbeat_timeout', 'stall_fail_after', 'cancel_timeout', 'stalled_since', 'cancel_requested', 'checkpoint', 'rate', 'eta_seconds', 'progress_at',
+  'parent', 'weight', 'depth', 'children', 'child_jobs', 'own_progress', 'complete_when', 'on_child_failure',
 ];
 const pick = (j) => Object.fromEntries(FIELDS.filter((k) => j[k] !== undefined).map((k) => [k, j[k]]));
 
@@ -138,4 +140,86 @@ test('a stalled event marks the job until recovered (other events do not clear i
   assert.equal(job.progress, 5);
   assert.equal(job.eta_seconds, 63);
   assert.equal(job.seq, 6);
+});
+
+/** Waits until the parent has folded every child's latest state (progress updates are coalesced 250 ms). */
+async function untilParentCaughtUp(parent, ids) {
+  const want = {};
+  for (const id of ids) want[id] = (await api(srv.url, 'GET', `/v1/jobs/${id}`)).seq;
+  return untilSnap(parent, (p) => ids.every((id) => p.child_jobs?.[id]?.seq === want[id]));
+}
+
+test('folding child events gives the parent snapshot: counts, child_jobs, weighted aggregate progress, own progress', async () => {
+  await createJob(srv.url, { id: 'par-1', project: 'p' });
+  // Ids whose JS key order differs from byte order ("10" < "9"), and weights.
+  const ids = ['9', '10', 'a-1', 'b-2', 'c-3', 'page-7'];
+  for (const [i, id] of ids.entries()) await createJob(srv.url, { id, parent: 'par-1', weight: [1, 2, 0.5, 3, 1, 1.7][i]});
+  let r = await foldMatches('par-1');
+  assert.equal(r.job.children.total, 6);
+  assert.equal(r.job.children.pending, 6);
+  assert.equal(r.job.status, 'pending');
+  await publish(srv.url, '9', [{ type: 'progress', progress: 33.3 }]);
+  await publish(srv.url, '10', [{ type: 'status', status: 'queued' }]);
+  await publish(srv.url, 'a-1', [{ type: 'progress', progress: 12.5 }]);
+  await publish(srv.url, 'a-1', [{ type: 'progress', progress: 71.1 }]); // coalesced into the parent's next update
+  await publish(srv.url, 'b-2', [{ type: 'progress', progress: 40 }, { type: 'completed' }]);
+  await publish(srv.url, 'c-3', [{ type: 'progress', progress: 5 }]);
+  await publish(srv.url, 'page-7', [{ type: 'progress', progress: 50 }, { type: 'failed', error: 'x' }]);
+  await untilParentCaughtUp('par-1', ids);
+  r = await foldMatches('par-1');
+  assert.equal(r.job.status, 'in_progress', 'a child that started moved the parent');
+  assert.deepEqual(r.job.children, { total: 6, pending: 0, queued: 1, in_progress: 3, completed: 1, failed: 1, cancelled: 0, stalled: 0 });
+  const expect = Math.round(((33.3 * 1 + 0 * 2 + 71.1 * 0.5 + 100 * 3 + 5 * 1 + 100 * 1.7) / 9.2) * 10) / 10;
+  assert.equal(r.job.progress, expect);
+  assert.ok(r.types.filter((t) => t === 'child').length >= 12, `child events: ${r.types}`);
+  // The child's own fold: parent, weight, depth.
+  const child = await foldMatches('b-2');
+  assert.deepEqual([child.job.parent, child.job.weight, child.job.depth], ['par-1', 3, 1]);
+  // Once the parent publishes progress itself, children no longer move it.
+  await publish(srv.url, 'par-1', [{ type: 'progress', progress: 12 }]);
+  await publish(srv.url, '9', [{ type: 'progress', progress: 90 }]);
+  await untilParentCaughtUp('par-1', ids);
+  r = await foldMatches('par-1');
+  assert.equal(r.job.own_progress, true);
+  assert.equal(r.job.progress, 12);
+  assert.equal(r.job.child_jobs['9'].progress, 90);
+});
+
+// The server's scanner writes a child's `stalled` without telling the parent (this binary), so the
+// stalled flag of a child update is checked on synthetic events.
+test('a child update with stalled counts it as stalled until an update without it (or its end); an older child seq is ignored', () => {
+  const ev = (seq, child, child_seq, child_status, progress, extra = {}) => ({ type: 'child', job_id: 'p', seq, timestamp: `t${seq}`, status: 'in_progress', child, child_status, child_seq, progress, weight: 1, ...extra });
+  const job = reduce.jobFromEvent({ type: 'created', job_id: 'p', seq: 1, timestamp: 't1', status: 'pending' });
+  reduce.applyEvent(job, ev(2, 'a', 2, 'in_progress', 40, { stalled: true }));
+  reduce.applyEvent(job, ev(3, 'b', 1, 'pending', 0));
+  assert.equal(job.children.stalled, 1);
+  assert.deepEqual(job.child_jobs.a, { status: 'in_progress', seq: 2, progress: 40, weight: 1, stalled: true });
+  assert.equal(job.progress, 20);
+  reduce.applyEvent(job, ev(4, 'a', 1, 'pending', 0)); // late and older: ignored, counts recomputed the same
+  assert.equal(job.child_jobs.a.seq, 2);
+  reduce.applyEvent(job, ev(5, 'a', 3, 'in_progress', 60));
+  assert.equal(job.children.stalled, 0);
+  assert.equal(job.child_jobs.a.stalled, undefined);
+  reduce.applyEvent(job, ev(6, 'b', 2, 'failed', 0, { stalled: true }));
+  assert.equal(job.children.stalled, 0, 'an ended child is not counted as stalled');
+  assert.equal(job.progress, 80, 'an ended child counts as 100');
+  assert.deepEqual(Object.keys(job.child_jobs).sort(), ['a', 'b']);
+});
+
+test('folding a parent with complete_when=all_children and on_child_failure=fail gives its snapshot', async () => {
+  await createJob(srv.url, { id: 'par-all', complete_when: 'all_children' });
+  await createJob(srv.url, { id: 'par-fail', on_child_failure: 'fail' });
+  for (const id of ['all-a', 'all-b']) await createJob(srv.url, { id, parent: 'par-all' });
+  for (const id of ['fail-a', 'fail-b']) await createJob(srv.url, { id, parent: 'par-fail' });
+  for (const id of ['all-a', 'all-b', 'fail-a']) await publish(srv.url, id, [{ type: 'progress', progress: 50 }, { type: 'completed' }]);
+  await publish(srv.url, 'fail-b', [{ type: 'failed', error: 'boom' }]);
+  await untilSnap('par-all', (j) => j.status === 'completed');
+  await untilSnap('par-fail', (j) => j.status === 'failed');
+  const all = await foldMatches('par-all');
+  assert.equal(all.job.complete_when, 'all_children');
+  assert.deepEqual(all.job.result, { children: all.job.children });
+  assert.equal(all.job.progress, 100);
+  const failed = await foldMatches('par-fail');
+  assert.equal(failed.job.on_child_failure, 'fail');
+  assert.equal(failed.job.error, 'child_failed');
 });

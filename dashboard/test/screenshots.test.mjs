@@ -1,6 +1,6 @@
-// Screenshots of the jobs table and of a job, light and dark, desktop and 360 px wide, taken in
-// chromium against the real binary; at 360 px nothing may overflow sideways. `npm run screenshots`
-// writes them to dashboard/screenshots/ (committed); `npm test` writes them to test-output/.
+// Screenshots of the jobs table, of a job and of a parent job with its children, light and dark,
+// desktop and 360 px wide, taken in chromium against the real binary; at 360 px nothing may overflow
+// sideways. `npm run screenshots` writes them to dashboard/screenshots/ (committed); `npm test` writes them to test-output/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -16,6 +16,14 @@ before(async () => {
   browser = await launchBrowser();
   srv = await startServer();
   const u = srv.url;
+  // A parent with 12 children in various states (first: the jobs below are the recently updated ones).
+  await createJob(u, { id: 'book-export-5', project: 'reports', complete_when: 'all_children', metadata: { owner: 'ana', priority: 'normal' } });
+  for (let i = 1; i <= 12; i++) await createJob(u, { id: `chapter-${String(i).padStart(2, '0')}`, project: 'reports', parent: 'book-export-5', weight: i === 1 ? 2 : 1 });
+  const child = (i) => `chapter-${String(i).padStart(2, '0')}`;
+  for (const i of [1, 2, 3, 4]) await publish(u, child(i), [{ type: 'progress', progress: 50 }, { type: 'completed' }]);
+  await publish(u, child(5), [{ type: 'progress', progress: 30 }, { type: 'failed', error: 'missing figure 5.2' }]);
+  for (const [i, p] of [[6, 72], [7, 40], [8, 15]]) await publish(u, child(i), [{ type: 'progress', progress: p, stage: 'typeset' }]);
+  await publish(u, child(9), [{ type: 'status', status: 'queued' }]);
   const jobs = [
     ['render-42', 'video', [{ type: 'step', step: 'decode', label: 'Decode' }, { type: 'step', step: 'render', label: 'Render frames' }, { type: 'progress', progress: 62.5, stage: 'render', message: 'frame 1250/2000' }]],
     ['build-7', 'hardware', [{ type: 'progress', progress: 100, stage: 'bitstream' }, { type: 'completed', result: { bitstream: 'top.bit' }, message: 'timing met' }]],
@@ -70,6 +78,11 @@ for (const scheme of ['light', 'dark']) {
       assert.ok((await overflow()) <= 0, `the job page overflows by ${await overflow()} px at ${width} px`);
       await page.mouse.move(0, 0); // no hover highlight in the picture
       await page.screenshot({ path: join(OUT, `job-${scheme}-${size}.png`) });
+      await page.goto(srv.url + '/#/jobs/book-export-5');
+      await page.waitForFunction(() => document.querySelectorAll('.child-list .child').length === 12 && document.querySelector('.child[data-child-id="chapter-08"]')?.dataset.status === 'in_progress');
+      assert.ok((await overflow()) <= 0, `the parent's page overflows by ${await overflow()} px at ${width} px`);
+      await page.mouse.move(0, 0);
+      await page.screenshot({ path: join(OUT, `parent-${scheme}-${size}.png`) });
       assert.deepEqual(errors, []);
       await ctx.close();
     });

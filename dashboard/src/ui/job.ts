@@ -2,7 +2,9 @@
  * One job: status timeline, progress and stage, steps, the live log tail, result / error and
  * metadata JSON, a cancel button (when the token may publish or cancel; on a running job it only asks the
  * worker, and shows "Cancel requested — waiting for the worker" until the worker publishes `cancelled`),
- * the `stalled` badge while the server finds no heartbeat, the ETA, copyable watch URL and curl line.
+ * the `stalled` badge while the server finds no heartbeat, the ETA, copyable watch URL and curl line;
+ * for a parent its children (ui/children.ts) and their `child` events in the timeline, for a child
+ * a link to its parent.
  * It subscribes with since=0 on the multiplexed socket, so after a reconnect it resumes from the
  * last seq it rendered: every log line exactly once.
  */
@@ -12,13 +14,19 @@ import type { Mux } from '../live/mux';
 import { applyEvent } from '../reduce';
 import { TERMINAL, type Job, type WireEvent } from '../types';
 import { badge, cancelPending, cancelRequestedBadge, clear, copyText, fmtDuration, fmtEta, fmtTime, h, stalledBadge, statusLabel } from './dom';
+import { ChildrenPanel } from './children';
 import { LogView } from './log';
 
 interface TimelineEntry {
   status: string;
   at: string;
   seq: number;
+  /** A `child` event: which child, and its state after it. */
+  child?: { id: string; status: string; progress: number; stalled: boolean };
 }
+
+/** The timeline keeps the newest this many child entries (a parent may have 1000 children). */
+const TIMELINE_CHILDREN = 20;
 
 export class JobPage {
   readonly root: HTMLElement;
@@ -26,6 +34,13 @@ export class JobPage {
   private unwatch: (() => void) | null = null;
   private readonly log = new LogView();
   private timeline: TimelineEntry[] = [];
+  private timelineRev = 0;
+  private childEntries = 0;
+  private childHidden = 0;
+  /** Each child's status (and stalled flag) as of the last `child` event seen, for the timeline. */
+  private childSeen = new Map<string, string>();
+  private readonly children: ChildrenPanel;
+  private readonly parentEl = h('p', { class: 'parent-link', hidden: true });
   private labels = new Map<string, string>();
   private lastStatus = '';
   private firstSnap: { seq: number; logCount: number } | null = null;
@@ -49,14 +64,17 @@ export class JobPage {
     readonly id: string,
     private readonly mux: Mux,
   ) {
+    this.children = new ChildrenPanel(id, () => this.schedule());
     const download = h('button', { type: 'button', class: 'btn', onclick: () => void this.download(download) }, 'Download whole log');
     this.root = h(
       'section',
       { class: 'job-page', 'aria-labelledby': 'job-h' },
       h('p', {}, h('a', { href: '#/', class: 'back' }, '← All jobs')),
       this.head,
+      this.parentEl,
       this.status,
       this.progress,
+      this.children.root,
       h(
         'div',
         { class: 'job-grid' },
@@ -119,12 +137,32 @@ export class JobPage {
     if (ev.status !== this.lastStatus || liveness) {
       this.timeline.push({ status: liveness ? ev.type : ev.status, at: ev.timestamp, seq: ev.seq });
       this.lastStatus = ev.status;
+      this.timelineRev += 1;
     }
+    if (ev.type === 'child') this.childEvent(ev);
     if (this.firstSnap && ev.seq >= this.firstSnap.seq) {
       if (ev.seq === this.firstSnap.seq) this.log.setCountAt(this.firstSnap.logCount);
       this.log.release();
     }
     this.schedule();
+  }
+
+  /** A child's status change (or stall) becomes a timeline entry; progress-only updates do not. */
+  private childEvent(ev: WireEvent): void {
+    const id = String(ev.child);
+    const stalled = ev.stalled === true;
+    const status = String(ev.child_status);
+    const seen = `${status}|${stalled}`;
+    if (this.childSeen.get(id) === seen) return;
+    this.childSeen.set(id, seen);
+    this.timeline.push({ status, at: ev.timestamp, seq: ev.seq, child: { id, status, progress: Number(ev.progress), stalled } });
+    this.timelineRev += 1;
+    if (++this.childEntries > TIMELINE_CHILDREN) {
+      const i = this.timeline.findIndex((t) => t.child);
+      this.timeline.splice(i, 1);
+      this.childEntries -= 1;
+      this.childHidden += 1;
+    }
   }
 
   private schedule(): void {
@@ -159,24 +197,33 @@ export class JobPage {
       else if (cancellable) this.cancelArea.append(this.cancelButton());
     });
     if (job.stalled_since) this.stalled.set(job, Date.now());
+    this.part(this.parentEl, `${job.parent ?? ''}|${job.weight ?? 1}`, () => {
+      this.parentEl.hidden = !job.parent;
+      if (job.parent)
+        this.parentEl.append('Parent: ', h('a', { href: `#/jobs/${encodeURIComponent(job.parent)}`, class: 'parent-id' }, job.parent), job.weight !== undefined && job.weight !== 1 ? ` · weight ${job.weight}` : '');
+    });
 
     const pct = Math.max(0, Math.min(100, job.progress));
     const eta = fmtEta(job);
-    this.part(this.progress, `${pct}|${job.status}|${job.stage ?? ''}|${job.message ?? ''}|${eta}`, () =>
+    const agg = job.children && !job.own_progress ? ` · aggregate of ${job.children.total} ${job.children.total === 1 ? 'child' : 'children'}` : '';
+    this.part(this.progress, `${pct}|${job.status}|${job.stage ?? ''}|${job.message ?? ''}|${eta}|${agg}`, () =>
       this.progress.append(
         h(
           'div',
           { class: 'bigbar', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(pct * 10) / 10 },
           h('div', { class: `bar-fill bar-${job.status}`, style: `width:${pct}%` }),
         ),
-        h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), eta ? h('span', { class: 'eta' }, ` (${eta})`) : null, job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
+        h('p', { class: 'progress-line' }, h('strong', {}, `${pct.toFixed(pct % 1 ? 1 : 0)}%`), eta ? h('span', { class: 'eta' }, ` (${eta})`) : null, agg ? h('span', { class: 'agg' }, agg) : null, job.stage ? h('span', { class: 'stage' }, ` · ${job.stage}`) : null, job.message ? h('span', { class: 'message' }, ` · ${job.message}`) : null),
       ),
     );
 
-    this.part(this.timelineEl, String(this.timeline.length), () => {
-      for (const t of this.timeline) this.timelineEl.append(h('li', {}, badge(t.status), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
+    this.part(this.timelineEl, String(this.timelineRev), () => {
+      if (this.childHidden) this.timelineEl.append(h('li', { class: 'muted' }, `${this.childHidden} earlier child ${this.childHidden === 1 ? 'change' : 'changes'} not shown`));
+      for (const t of this.timeline) this.timelineEl.append(h('li', { class: t.child ? 'tl-child' : null }, ...this.entry(t), h('time', { datetime: t.at }, ` ${fmtTime(t.at)}`), h('span', { class: 'muted' }, ` seq ${t.seq}`)));
       if (this.timeline.length === 0) this.timelineEl.append(h('li', { class: 'muted' }, 'No events yet.'));
     });
+
+    this.children.update(job);
 
     const label = (s: string) => this.labels.get(s) ?? s;
     const cur = job.step?.step;
@@ -209,6 +256,14 @@ export class JobPage {
     });
     const meta = JSON.stringify(job.metadata, null, 2);
     if (this.meta.textContent !== meta) this.meta.textContent = meta;
+  }
+
+  /** "running", or for a child event "child page-7 → running 50%". */
+  private entry(t: TimelineEntry): (Node | string)[] {
+    const c = t.child;
+    if (!c) return [badge(t.status)];
+    const pct = c.status === 'in_progress' ? ` ${Math.round(c.progress)}%` : '';
+    return ['child ', h('a', { href: `#/jobs/${encodeURIComponent(c.id)}` }, c.id), ' → ', badge(c.status), pct, c.stalled ? ' (stalled)' : ''];
   }
 
   private cancelButton(): HTMLElement {

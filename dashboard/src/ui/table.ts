@@ -1,7 +1,8 @@
 /**
  * The jobs table: counts per status (also the status filter), project and id filters, sort, and a
  * virtualised body (only the visible rows exist in the DOM, updated at most once per frame), so
- * 10,000 jobs scroll smoothly. Keyboard: a roving tab stop over the rows; arrows, Page, Home/End, Enter.
+ * 10,000 jobs scroll smoothly. A parent's row says "3/10 done" (children) in its stage cell.
+ * Keyboard: a roving tab stop over the rows; arrows, Page, Home/End, Enter.
  */
 
 import type { JobStore } from '../store';
@@ -288,7 +289,13 @@ export class JobsTable {
     r.eta.title = eta && fmtEta(job);
     r.eta.hidden = !eta;
     this.live(r, job, now);
-    r.stage.textContent = job.stage ?? job.step?.label ?? job.step?.step ?? '';
+    const stage = job.stage ?? job.step?.label ?? job.step?.step ?? '';
+    // A parent: "3/10 done" (the cell is narrow; its title and the row's label say "children").
+    const c = job.children;
+    const kids = c && c.total ? `${c.completed + c.failed + c.cancelled}/${c.total} done` : '';
+    r.stage.textContent = kids ? (stage ? `${stage} · ${kids}` : kids) : stage;
+    r.stage.title = kids ? `${stage ? `${stage} · ` : ''}${childrenDone(job)}` : stage;
+    r.el.toggleAttribute('data-parent', !!kids);
     r.message.textContent = job.message ?? '';
     r.message.title = job.message ?? '';
   }
@@ -311,7 +318,8 @@ export class JobsTable {
     const state = cancelPending(job) ? `${statusLabel(job.status)}, cancel requested` : statusLabel(job.status);
     const stalled = job.stalled_since ? `, stalled — ${stalledDetail(job, now)}` : '';
     const eta = fmtEta(job);
-    const label = `${job.id}, ${state}${stalled}, ${Math.round(job.progress)}%${eta ? `, ${eta}` : ''}`;
+    const kids = childrenDone(job);
+    const label = `${job.id}, ${state}${stalled}, ${Math.round(job.progress)}%${eta ? `, ${eta}` : ''}${kids ? `, ${kids}` : ''}`;
     if (r.el.getAttribute('aria-label') !== label) r.el.setAttribute('aria-label', label);
   }
 
@@ -336,6 +344,13 @@ export class JobsTable {
     else return;
     e.preventDefault();
   }
+}
+
+/** "3/10 children done" for a parent (done = ended: completed, failed or cancelled). */
+function childrenDone(job: Job): string {
+  const c = job.children;
+  if (!c || c.total === 0) return '';
+  return `${c.completed + c.failed + c.cancelled}/${c.total} children done`;
 }
 
 function duration(job: Job, now: number): string {
