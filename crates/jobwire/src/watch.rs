@@ -178,9 +178,16 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
         job: None,
     };
     let mut since = a.since;
+    // The epoch the server gave with the last snapshot (or rewind notice): sent
+    // back with `since`, so a crash that took back what was printed is noticed.
+    let mut epoch: Option<u64> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
-        let query = since.map(|s| format!("?since={s}")).unwrap_or_default();
+        let query = match (since, epoch) {
+            (Some(s), Some(e)) => format!("?since={s}&epoch={e}"),
+            (Some(s), None) => format!("?since={s}"),
+            _ => String::new(),
+        };
         let url = format!("{ws_base}/v1/jobs/{}/ws{query}", a.job);
         let request = match url.as_str().into_client_request() {
             Ok(mut r) => {
@@ -264,6 +271,7 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             match v["type"].as_str() {
                 Some("snapshot") => {
+                    epoch = v["epoch"].as_u64().or(epoch);
                     if let Ok(job) = serde_json::from_value::<Job>(v["job"].clone()) {
                         if view.json {
                             println!("{}", text.as_str());
@@ -282,6 +290,16 @@ pub(crate) async fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Some("history_truncated") => view.line("(older history was trimmed by retention)"),
+                Some("rewound") => {
+                    // What was printed from `from` on was taken back by a server crash;
+                    // it follows again, possibly different.
+                    let from = v["from"].as_u64().unwrap_or(1);
+                    epoch = v["epoch"].as_u64().or(epoch);
+                    since = Some(from.saturating_sub(1));
+                    view.line(&format!(
+                        "(the server lost events from seq {from} in a crash; they follow again)"
+                    ));
+                }
                 // The close that follows reports an unknown job (once, on stderr).
                 Some("error") if v["code"] == "job_not_found" => {}
                 Some("error") => view.line(&format!(

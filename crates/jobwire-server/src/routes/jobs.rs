@@ -396,9 +396,19 @@ pub(crate) async fn events(
         });
         return sse::stream(st, caller, permit, id, &headers, since).await;
     }
-    let since = p.since.unwrap_or(0);
+    let mut since = p.since.unwrap_or(0);
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let page = st.hub.history(&caller.access, &id, since, limit).await?;
+    // The epoch before the read (see `Replay::start`).
+    let epoch = st.hub.epoch();
+    let mut page = st.hub.history(&caller.access, &id, since, limit).await?;
+    let mut rewound = None;
+    if let Some(now) = epoch {
+        if let Some(from) = page.job.rewind_point(since, p.epoch, now) {
+            rewound = Some(json!({"since": since, "from": from}));
+            since = from - 1;
+            page = st.hub.history(&caller.access, &id, since, limit).await?;
+        }
+    }
     // The stored event bytes are spliced in as they are: no re-serialization.
     let mut out =
         BytesMut::with_capacity(128 + page.events.iter().map(|(_, e)| e.len() + 1).sum::<usize>());
@@ -411,13 +421,18 @@ pub(crate) async fn events(
         }
         out.put_slice(e);
     }
-    let tail = json!({
+    let mut tail = json!({
         "seq": page.job.seq,
         "next_since": page.last_seq.max(since),
         "history_start": page.job.history_start,
         "truncated": page.truncated,
         "status": page.job.status,
+        "epoch": epoch,
+        "rewound": rewound,
     });
+    if let Some(o) = tail.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
     out.put_slice(b"],");
     // Splice the tail object's fields after the array.
     let tail = tail.to_string();

@@ -101,6 +101,34 @@ async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
     assert_eq!(json_frame(&mut ws).await["type"], "snapshot");
     ws.quiet_for(Duration::from_millis(300)).await;
 
+    // Polling: the JSON history page says the same.
+    let page: Value = http
+        .get(format!(
+            "{}/v1/jobs/render-7/events?since=2&epoch={epoch}",
+            p2.base
+        ))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["rewound"], json!({"since": 2, "from": 2}), "{page}");
+    assert_eq!(page["epoch"], new_epoch);
+    assert_eq!(page["events"][0]["line"], "written after the restart");
+    let page: Value = http
+        .get(format!(
+            "{}/v1/jobs/render-7/events?since=2&epoch={new_epoch}",
+            p2.base
+        ))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert!(page.get("rewound").is_none(), "{page}");
+
     // SSE: the event id carries the epoch, and a browser's Last-Event-ID from the
     // lost epoch is rewound the same way.
     let r = http
