@@ -38,8 +38,10 @@ def jobwire_bin() -> str:
 class Server:
     """One `jobwire serve` process; `kill9()` + `start()` restarts it on the same port and data."""
 
-    def __init__(self, args: Optional[List[str]] = None) -> None:
+    def __init__(self, args: Optional[List[str]] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.args = args or []
+        self.env = env  # extra environment of the next start() (e.g. test hooks)
         self.tmp = tempfile.TemporaryDirectory(prefix="jw-py-")
         self.data_dir = os.path.join(self.tmp.name, "data")
         self.port = 0
@@ -55,7 +57,9 @@ class Server:
                "--data-dir", self.data_dir, *self.args]
         deadline = time.monotonic() + timeout
         while True:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            env = {**os.environ, **self.env} if self.env else None
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                         env=env)
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)

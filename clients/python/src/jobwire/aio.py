@@ -194,12 +194,14 @@ class AsyncClient:
 
     async def watch(
         self, job_id: str, since: Optional[int] = None, *, reconnect_for: float = 60.0,
+        epoch: Optional[int] = None,
     ) -> AsyncIterator[Dict[str, Any]]:
-        """As `Client.watch`: snapshot, then every event in order, resuming after drops."""
+        """As `Client.watch`: snapshot, then every event in order, resuming after drops
+        (with the server's epoch), and a `rewound` frame when a crash took events back."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-        state = WatchState(check_job_id(job_id), since)
+        state = WatchState(check_job_id(job_id), since, epoch)
         failing_since: Optional[float] = None
         retry = 0
         while True:

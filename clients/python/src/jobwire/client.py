@@ -217,17 +217,27 @@ class Client:
 
     def watch(
         self, job_id: str, since: Optional[int] = None, *, reconnect_for: float = 60.0,
+        epoch: Optional[int] = None,
     ) -> Iterator[Dict[str, Any]]:
         """The job's snapshot, then every event in order, until its terminal event.
 
         Survives dropped connections and server restarts: it reconnects with backoff
         (for up to `reconnect_for` seconds without success) and resumes after the last
-        seq it yielded, so no event is lost or repeated.
+        seq it yielded, so no event is lost or repeated. Each resume sends the server's
+        `epoch` (from the last snapshot) with `since`; pass `epoch=` with your own `since`
+        (the `epoch` of the snapshot or `rewound` frame it came with) to resume from a
+        stored position.
+
+        If a server crash took back events this watch already yielded (the embedded
+        engine shows events before they are durable), it yields a `rewound` frame
+        `{"type": "rewound", "job_id", "since", "from", "epoch", "snapshot"}`: drop what
+        you hold with seq >= `from` and rebuild from `snapshot` (the job as the server
+        has it now); the events from `from` on follow again, and may differ.
         """
         from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
         from websockets.sync.client import connect
 
-        state = WatchState(check_job_id(job_id), since)
+        state = WatchState(check_job_id(job_id), since, epoch)
         failing_since: Optional[float] = None
         retry = 0
         while True:
