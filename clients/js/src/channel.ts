@@ -5,7 +5,7 @@
 import * as api from './api.js';
 import type { Jobwire } from './client.js';
 import { Supervisor, type ConnectionInfo } from './connection.js';
-import { Entry, type EntrySink } from './entry.js';
+import { Entry, type EntrySink, type RewindInfo } from './entry.js';
 import { JobwireError } from './errors.js';
 import type { Outcome } from './transport/types.js';
 import { WsTransport } from './transport/ws.js';
@@ -15,6 +15,8 @@ import type { JobView } from './view.js';
 
 export interface ProjectWatchOptions {
   onEvent?: (event: WireEvent, view: JobView | null) => void;
+  /** The server took back events of a job this channel had seen (a crash before they were durable); its view was rebuilt. */
+  onRewind?: (info: RewindInfo, view: JobView | null) => void;
   /** The catch-up finished (`ready` frame): `jobs` replayed, `omitted` left out (over the server's 1000-job bound). */
   onReady?: (info: { jobs: number; omitted: number }) => void;
 }
@@ -32,6 +34,8 @@ export class ProjectWatch {
   private readonly fetching = new Set<string>();
   /** The catch-up of the current connection is done. */
   ready = false;
+  /** The last epoch any snapshot on this channel carried (for jobs first seen by a live `created`). */
+  private epoch: number | undefined;
 
   constructor(
     private readonly client: Jobwire,
@@ -102,6 +106,7 @@ export class ProjectWatch {
         event: (ev, v) => this.opts.onEvent?.(ev, v),
         terminal: () => {},
         gap: () => {},
+        rewind: (r, v) => this.opts.onRewind?.(r, v),
         error: () => {},
         changed: () => this.changed(),
       };
@@ -139,8 +144,15 @@ export class ProjectWatch {
             hooks: {
               open: () => {
                 const positions: Record<string, number> = {};
-                for (const e of this.entries.values()) if (e.delivered !== undefined) positions[e.jobId] = e.delivered;
-                t.send({ type: 'resume', positions });
+                // One epoch for all positions: the oldest one held (an older epoch only makes the server rewind more, never less).
+                let epoch: number | undefined;
+                for (const e of this.entries.values()) {
+                  if (e.delivered === undefined) continue;
+                  positions[e.jobId] = e.delivered;
+                  const ep = e.epoch ?? this.epoch;
+                  if (ep !== undefined) epoch = epoch === undefined ? ep : Math.min(epoch, ep);
+                }
+                t.send({ type: 'resume', positions, epoch });
                 this.supervisor.opened('websocket');
               },
               frame: (f) => this.onFrame(f),
@@ -167,7 +179,10 @@ export class ProjectWatch {
     }
     const jobId = (f as { job_id?: unknown }).job_id;
     if (typeof jobId !== 'string') return;
-    if (f.type === 'snapshot') this.entry(jobId).onSnapshot(f.job);
+    if (f.type === 'snapshot') {
+      if (f.epoch !== undefined) this.epoch = f.epoch;
+      this.entry(jobId).onSnapshot(f.job, f.epoch);
+    } else if (f.type === 'rewound') this.entry(jobId).onRewound(f);
     else if (f.type === 'history_truncated') this.entry(jobId).onTruncated(f);
     else if (isWireEvent(f as { type: string; seq?: unknown })) {
       const e = this.entry(jobId);

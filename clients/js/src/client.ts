@@ -5,7 +5,7 @@
 import * as api from './api.js';
 import { ProjectWatch, type ProjectWatchOptions } from './channel.js';
 import { Supervisor, type ConnectionInfo } from './connection.js';
-import { Entry, type EntrySink, type GapInfo, type SnapshotInfo } from './entry.js';
+import { Entry, type EntrySink, type GapInfo, type RewindInfo, type SnapshotInfo } from './entry.js';
 import { JobwireError, StopRetrying } from './errors.js';
 import { TokenSource, type GetToken } from './token.js';
 import { PollTransport } from './transport/poll.js';
@@ -53,10 +53,14 @@ export interface JobwireOptions {
 export interface WatchOptions {
   /** The last seq you already have: events after it are replayed (default: snapshot, then live only). */
   since?: number;
+  /** The epoch `since` came with (the subscription's `epoch` when you saved `seq`): lets the server tell you to rewind. */
+  epoch?: number;
   onSnapshot?: (view: JobView, info: SnapshotInfo) => void;
   onEvent?: (event: WireEvent, view: JobView | null) => void;
   onTerminal?: (view: JobView) => void;
   onGap?: (info: GapInfo, view: JobView | null) => void;
+  /** The server took back events this client had (a crash before they were durable); the view was rebuilt without them. */
+  onRewind?: (info: RewindInfo, view: JobView | null) => void;
   onError?: (error: JobwireError) => void;
 }
 
@@ -73,6 +77,8 @@ export interface JobSubscription {
   readonly error: JobwireError | null;
   /** The last seq received (the resume position). */
   readonly seq: number | undefined;
+  /** The epoch `seq` belongs to (undefined on engines without epochs): save it with `seq` to resume later. */
+  readonly epoch: number | undefined;
   close(): void;
 }
 
@@ -114,6 +120,9 @@ class Handle implements JobSubscription {
   }
   get seq(): number | undefined {
     return this.entry.delivered;
+  }
+  get epoch(): number | undefined {
+    return this.entry.epoch;
   }
   getSnapshot(): JobView | null {
     return this.entry.view;
@@ -173,14 +182,15 @@ export class Jobwire {
   /** Watches a job. The connection opens on the first watch. */
   watch(jobId: string, opts: WatchOptions = {}): JobSubscription {
     api.checkJobId(jobId);
-    if (opts.since !== undefined && (!Number.isInteger(opts.since) || opts.since < 0)) {
-      throw new JobwireError('bad_option', `since must be a non-negative integer, got ${opts.since}`);
+    for (const k of ['since', 'epoch'] as const) {
+      const n = opts[k];
+      if (n !== undefined && (!Number.isInteger(n) || n < 0)) throw new JobwireError('bad_option', `${k} must be a non-negative integer, got ${n}`);
     }
     let slot = this.entries.get(jobId);
     const isNew = !slot;
     if (!slot) {
       const handles = new Set<Handle>();
-      const entry = new Entry(jobId, opts.since, this.o.maxLogs, this.sink(handles));
+      const entry = new Entry(jobId, opts.since, this.o.maxLogs, this.sink(handles), opts.epoch);
       slot = { entry, handles };
       this.entries.set(jobId, slot);
     }
@@ -189,7 +199,7 @@ export class Jobwire {
     if (isNew) {
       if (this.transport) {
         slot.entry.beginCycle();
-        this.transport.subscribe(jobId, slot.entry.delivered);
+        this.transport.subscribe(jobId, slot.entry.delivered, slot.entry.epoch);
       }
     } else if (slot.entry.view) {
       const { view, recovered } = slot.entry;
@@ -291,6 +301,7 @@ export class Jobwire {
       event: (e, v) => each((h) => h.opts.onEvent?.(e, v)),
       terminal: (v) => each((h) => h.opts.onTerminal?.(v)),
       gap: (g, v) => each((h) => h.opts.onGap?.(g, v)),
+      rewind: (r, v) => each((h) => h.opts.onRewind?.(r, v)),
       error: (err) => each((h) => h.opts.onError?.(err)),
       changed: () => each((h) => h.listeners.forEach((l) => l())),
     };
@@ -338,7 +349,7 @@ export class Jobwire {
       for (const { entry } of this.entries.values()) {
         if (entry.error) continue;
         entry.beginCycle();
-        t.subscribe(entry.jobId, entry.delivered);
+        t.subscribe(entry.jobId, entry.delivered, entry.epoch);
       }
       signal.addEventListener('abort', onAbort, { once: true });
     });
@@ -356,7 +367,10 @@ export class Jobwire {
     const entry = typeof jobId === 'string' ? this.entries.get(jobId)?.entry : undefined;
     switch (f.type) {
       case 'snapshot':
-        entry?.onSnapshot(f.job);
+        entry?.onSnapshot(f.job, f.epoch);
+        return;
+      case 'rewound':
+        entry?.onRewound(f);
         return;
       case 'history_truncated':
         entry?.onTruncated(f);

@@ -1,11 +1,11 @@
 /**
- * One watched job's state machine: the subscribe cycle (snapshot, optional gap, replay, live),
- * the resume position, dedupe by seq, and the reduced JobView. Shared by the multiplexed
- * client and the project channel.
+ * One watched job's state machine: the subscribe cycle (snapshot, optional gap or rewind,
+ * replay, live), the resume position and its epoch, dedupe by seq, and the reduced JobView.
+ * Shared by the multiplexed client and the project channel.
  */
 import type { JobwireError } from './errors.js';
-import type { HistoryTruncatedFrame, JobSnapshot, WireEvent } from './types.js';
-import { applyEvent, viewFromCreated, viewFromSnapshot, type JobView, type ViewOptions } from './view.js';
+import type { HistoryTruncatedFrame, JobSnapshot, RewoundFrame, WireEvent } from './types.js';
+import { applyEvent, truncateView, viewFromCreated, viewFromSnapshot, type JobView, type ViewOptions } from './view.js';
 
 /** Passed to `onSnapshot`. */
 export interface SnapshotInfo {
@@ -21,12 +21,26 @@ export interface GapInfo {
   historyStart: number;
 }
 
+/**
+ * Passed to `onRewind`: the server took back the events from `from` on (a crash or a failed
+ * flush before they were durable; the client had up to `since`). They were dropped from the
+ * view and its logs, the view was rebuilt from the snapshot, and seqs `from`.. follow again.
+ */
+export interface RewindInfo {
+  jobId: string;
+  since: number;
+  from: number;
+  /** The epoch the subscription resumes with from now on. */
+  epoch: number;
+}
+
 /** What an entry tells its watchers. */
 export interface EntrySink {
   snapshot(view: JobView, info: SnapshotInfo): void;
   event(event: WireEvent, view: JobView | null): void;
   terminal(view: JobView): void;
   gap(info: GapInfo, view: JobView | null): void;
+  rewind(info: RewindInfo, view: JobView | null): void;
   error(error: JobwireError): void;
   changed(): void;
 }
@@ -35,6 +49,8 @@ export class Entry {
   view: JobView | null = null;
   /** The last seq delivered: the `since` of the next (re)subscribe. */
   delivered: number | undefined;
+  /** The epoch of the last snapshot (or `rewound`): sent with `delivered` on resume. Undefined on engines without epochs. */
+  epoch: number | undefined;
   /** Events with seq <= floor are already in the view (the snapshot covers them); they are delivered, not folded. */
   private floor = 0;
   private cycle: JobSnapshot | null = null;
@@ -50,8 +66,10 @@ export class Entry {
     since: number | undefined,
     maxLogs: number,
     private readonly sink: EntrySink,
+    epoch?: number,
   ) {
     this.delivered = since;
+    this.epoch = since === undefined ? undefined : epoch;
     this.opts = { maxLogs, labels: new Map() };
   }
 
@@ -61,8 +79,11 @@ export class Entry {
     this.cycle = null;
   }
 
-  onSnapshot(s: JobSnapshot): void {
+  /** A snapshot; `epoch` is the frame's (absent: the engine has none, or an HTTP read). */
+  onSnapshot(s: JobSnapshot, epoch?: number): void {
     const since = this.delivered;
+    const sentEpoch = this.epoch;
+    if (epoch !== undefined) this.epoch = epoch;
     const resumed = since !== undefined;
     const recovered = resumed && since + 1 >= s.history_start && since <= s.seq;
     if (this.view && recovered) {
@@ -77,7 +98,28 @@ export class Entry {
     this.recovered = recovered;
     this.sink.changed();
     this.sink.snapshot(this.view, { resumed, recovered });
-    if (resumed && since > s.seq) this.sink.gap({ since, historyStart: s.history_start }, this.view);
+    // Past the job's seq on an engine with epochs: the store lost those events and a `rewound` follows.
+    const rewindComing = sentEpoch !== undefined && epoch !== undefined;
+    if (resumed && since > s.seq && !rewindComing) this.sink.gap({ since, historyStart: s.history_start }, this.view);
+    this.checkTerminal();
+  }
+
+  /**
+   * `rewound`, right after the cycle's snapshot: drop what we hold from `from` on, rebuild the
+   * view from that snapshot (it already has the new events up to its seq), and accept seqs
+   * `from`.. again.
+   */
+  onRewound(f: RewoundFrame): void {
+    if (this.awaiting || !this.cycle) return;
+    const since = this.delivered ?? f.since;
+    this.epoch = f.epoch;
+    const kept = this.view ? truncateView(this.view, f.from) : null;
+    this.view = viewFromSnapshot(this.cycle, this.opts, kept);
+    this.floor = this.cycle.seq;
+    this.delivered = Math.min(since, f.from - 1);
+    this.terminalSent = false; // a lost terminal event is not the job's end any more
+    this.sink.changed();
+    this.sink.rewind({ jobId: this.jobId, since: f.since, from: f.from, epoch: f.epoch }, this.view);
     this.checkTerminal();
   }
 

@@ -16,9 +16,9 @@ export type { JobwireOptions, WatchOptions, JobSubscription } from './client.js'
 export type { ConnectionInfo, ConnectionState } from './connection.js';
 export { ProjectWatch } from './channel.js';
 export type { ProjectWatchOptions } from './channel.js';
-export type { SnapshotInfo, GapInfo } from './entry.js';
+export type { SnapshotInfo, GapInfo, RewindInfo } from './entry.js';
 export type { JobView, LogLine, StepView, CancelRequest } from './view.js';
-export { viewFromSnapshot, applyEvent, viewFromCreated } from './view.js';
+export { viewFromSnapshot, applyEvent, viewFromCreated, truncateView } from './view.js';
 export { JobwireError, StopRetrying } from './errors.js';
 export { CLOSE_CODES, ERROR_CODES, closeAction } from './codes.js';
 export type { CloseAction } from './codes.js';
@@ -34,6 +34,8 @@ export type {
   WireLog,
   WireCancelRequest,
   PublishEvent,
+  SnapshotFrame,
+  RewoundFrame,
   ServerFrame,
 } from './types.js';
 export { isTerminalStatus, TERMINAL_STATUSES } from './types.js';

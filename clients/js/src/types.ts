@@ -46,6 +46,8 @@ export interface JobSnapshot {
   rate?: number;
   /** Seconds left at `rate`; absent while unknown and once the job ended. */
   eta_seconds?: number;
+  /** Server bookkeeping: `[epoch, first seq written in it]` pairs (engines with epochs only; clients may ignore it). */
+  epochs?: [number, number][];
 }
 
 /** A requested cancel, as the snapshot keeps it (`seq` is the `cancel_requested` event's). */
@@ -120,7 +122,21 @@ export interface SnapshotFrame {
   type: 'snapshot';
   job_id: string;
   seq: number;
+  /** The store's epoch: sent back with `since` on resume (absent on engines that never push ahead of their flush, e.g. Redis). */
+  epoch?: number;
   job: JobSnapshot;
+}
+/**
+ * Right after a resume's snapshot: the events the client had from `from` on were taken back
+ * (a crash or a failed flush before they were durable). Drop them; seqs `from`.. follow again
+ * (they may differ). `epoch` is the one to resume with from now on.
+ */
+export interface RewoundFrame {
+  type: 'rewound';
+  job_id: string;
+  since: number;
+  from: number;
+  epoch: number;
 }
 export interface HistoryTruncatedFrame {
   type: 'history_truncated';
@@ -139,6 +155,7 @@ export interface ErrorFrame {
 /** Any JSON object the server sends on a socket or stream. */
 export type ServerFrame =
   | SnapshotFrame
+  | RewoundFrame
   | HistoryTruncatedFrame
   | ErrorFrame
   | WireEvent
@@ -155,5 +172,5 @@ export function isTerminalStatus(status: string): boolean {
 
 /** True for frames that are wire events (they carry a seq and an event type). */
 export function isWireEvent(frame: { type: string; seq?: unknown }): frame is WireEvent {
-  return typeof frame.seq === 'number' && frame.type !== 'snapshot';
+  return typeof frame.seq === 'number' && frame.type !== 'snapshot' && frame.type !== 'rewound';
 }

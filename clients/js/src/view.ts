@@ -154,6 +154,16 @@ export function viewFromSnapshot(s: JobSnapshot, opts: ViewOptions, previous?: J
   return freezeView(v, opts.labels);
 }
 
+/**
+ * The view with its log lines from seq `from` on dropped (for a rebuild after `rewound`:
+ * `viewFromSnapshot(snapshot, opts, truncateView(old, from))` keeps only what was not taken back).
+ */
+export function truncateView(v: JobView, from: number): JobView {
+  if (v.logs.every((l) => l.seq < from)) return v;
+  const { steps: _s, isTerminal: _t, ...rest } = v;
+  return freezeView({ ...rest, logs: Object.freeze(v.logs.filter((l) => l.seq < from)) }, new Map());
+}
+
 /** A view from a `created` event (a project channel's first frame for a job created after connect). */
 export function viewFromCreated(e: WireEvent, opts: ViewOptions): JobView {
   return freezeView(

@@ -15,11 +15,12 @@ if (!existsSync(BIN)) {
 }
 export { WebSocket };
 
-/** A running server. `args` are extra `serve` flags; `port` pins the port (for restarts). */
-export async function startServer({ args = [], dataDir, port = 0 } = {}) {
+/** A running server. `args` are extra `serve` flags; `port` pins the port (for restarts); `env` adds variables (test hooks). */
+export async function startServer({ args = [], dataDir, port = 0, env = {} } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'jw-js-'));
   const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--log', 'warn', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
@@ -51,10 +52,10 @@ export async function startServer({ args = [], dataDir, port = 0 } = {}) {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
     },
-    /** Stops (SIGTERM or SIGKILL) then starts again on the same port and data dir. */
-    async restart(signal = 'SIGTERM') {
+    /** Stops (SIGTERM or SIGKILL) then starts again on the same port and data dir (`env`: the new process's extra variables). */
+    async restart(signal = 'SIGTERM', { env: next = {} } = {}) {
       await this.stop(signal);
-      return startServerRetry({ args, dataDir: dir, port: this.port });
+      return startServerRetry({ args, dataDir: dir, port: this.port, env: next });
     },
     cleanup() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

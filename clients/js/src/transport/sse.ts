@@ -6,13 +6,13 @@ import { JobwireError, errorFromResponse } from '../errors.js';
 import type { ServerFrame } from '../types.js';
 import { isTerminalStatus, isWireEvent } from '../types.js';
 import { fetchSnapshot, isPerJob, probe, send } from './http.js';
-import type { Transport, TransportContext } from './types.js';
+import type { Position, Transport, TransportContext } from './types.js';
 
 export class SseTransport implements Transport {
   readonly kind = 'sse' as const;
   private readonly abort = new AbortController();
   private readonly streams = new Map<string, AbortController>();
-  private readonly pending = new Map<string, number | undefined>();
+  private readonly pending = new Map<string, Position>();
   private probed = false;
   private opened = false;
   private openedAt: number | undefined;
@@ -29,7 +29,7 @@ export class SseTransport implements Transport {
         if (this.done) return;
         this.probed = true;
         if (this.pending.size === 0) this.markOpen();
-        for (const [id, since] of this.pending) this.start(id, since);
+        for (const [id, p] of this.pending) this.start(id, p.since, p.epoch);
         this.pending.clear();
       },
       (e) => this.fail(e),
@@ -52,10 +52,10 @@ export class SseTransport implements Transport {
     this.ctx.hooks.closed(out);
   }
 
-  subscribe(jobId: string, since: number | undefined): void {
+  subscribe(jobId: string, since: number | undefined, epoch?: number): void {
     if (this.done) return;
-    if (!this.probed) this.pending.set(jobId, since);
-    else this.start(jobId, since);
+    if (!this.probed) this.pending.set(jobId, { since, epoch });
+    else this.start(jobId, since, epoch);
   }
 
   unsubscribe(jobId: string): void {
@@ -75,10 +75,10 @@ export class SseTransport implements Transport {
     this.streams.clear();
   }
 
-  private start(jobId: string, since: number | undefined): void {
+  private start(jobId: string, since: number | undefined, epoch: number | undefined): void {
     const ctl = new AbortController();
     this.streams.set(jobId, ctl);
-    this.read(jobId, since, ctl.signal).then(
+    this.read(jobId, since, epoch, ctl.signal).then(
       () => {
         if (this.streams.get(jobId) === ctl) this.streams.delete(jobId);
       },
@@ -92,8 +92,8 @@ export class SseTransport implements Transport {
   }
 
   /** Reads one job's stream to its end. Resolves when the job's terminal event was read. */
-  private async read(jobId: string, since: number | undefined, signal: AbortSignal): Promise<void> {
-    const q = since === undefined ? '' : `?since=${since}`;
+  private async read(jobId: string, since: number | undefined, epoch: number | undefined, signal: AbortSignal): Promise<void> {
+    const q = since === undefined ? '' : epoch === undefined ? `?since=${since}` : `?since=${since}&epoch=${epoch}`;
     const res = await send(this.ctx, `/v1/jobs/${encodeURIComponent(jobId)}/events${q}`, {
       headers: { accept: 'text/event-stream' },
       signal,
@@ -143,7 +143,7 @@ export class SseTransport implements Transport {
               if (frame.type === 'snapshot' && isTerminalStatus(frame.job.status)) terminal = true;
             }
           } else if (line.startsWith('data:')) data.push(line.slice(line[5] === ' ' ? 6 : 5));
-          // `id:`, `retry:` and `: comments` need no handling: the client tracks seqs itself
+          // `id:` (seq or seq:epoch), `retry:` and `: comments` need no handling: the client tracks seqs and epochs itself
         }
       }
     } finally {

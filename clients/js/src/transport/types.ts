@@ -55,13 +55,19 @@ export interface TransportContext {
 /** One live connection attempt carrying any number of job subscriptions. */
 export interface Transport {
   readonly kind: TransportKind;
-  /** Watch a job from `since` (the last seq the client has; undefined: snapshot + live only). */
-  subscribe(jobId: string, since: number | undefined): void;
+  /** Watch a job from `since` (the last seq the client has; undefined: snapshot + live only), with the epoch `since` came with. */
+  subscribe(jobId: string, since: number | undefined, epoch?: number): void;
   unsubscribe(jobId: string): void;
   /** Send raw frames (WebSocket only; false if not supported or not open). */
   send(frame: object): boolean;
   /** Close and report nothing more. */
   close(): void;
+}
+
+/** Where a subscribe starts: the last seq held and its epoch. */
+export interface Position {
+  since: number | undefined;
+  epoch: number | undefined;
 }
 
 /** Decodes a WebSocket message payload (string, Buffer/Uint8Array or ArrayBuffer) to text. */

@@ -1,7 +1,7 @@
 /** The multiplexed WebSocket transport (`/v1/ws`, or a channel path): heartbeat deadline, token subprotocol. */
 import { JobwireError } from '../errors.js';
 import type { ServerFrame } from '../types.js';
-import type { Outcome, Transport, TransportContext, WebSocketLike } from './types.js';
+import type { Outcome, Position, Transport, TransportContext, WebSocketLike } from './types.js';
 import { messageText } from './types.js';
 
 export class WsTransport implements Transport {
@@ -12,7 +12,7 @@ export class WsTransport implements Transport {
   private openedAt: number | undefined;
   private deadline: ReturnType<typeof setTimeout> | undefined;
   /** Subscribes asked for before the socket opened, sent on open. */
-  private readonly pending = new Map<string, number | undefined>();
+  private readonly pending = new Map<string, Position>();
 
   constructor(
     private readonly ctx: TransportContext,
@@ -31,7 +31,7 @@ export class WsTransport implements Transport {
       this.openedAt = Date.now();
       this.arm(ctx.heartbeatDeadline, 'heartbeat_timeout', 'no heartbeat from the server before the deadline');
       ctx.hooks.open();
-      for (const [id, since] of this.pending) this.subscribe(id, since);
+      for (const [id, p] of this.pending) this.subscribe(id, p.since, p.epoch);
       this.pending.clear();
     };
     this.ws.onmessage = (ev) => {
@@ -91,12 +91,13 @@ export class WsTransport implements Transport {
     return true;
   }
 
-  subscribe(jobId: string, since: number | undefined): void {
+  subscribe(jobId: string, since: number | undefined, epoch?: number): void {
     if (!this.opened) {
-      this.pending.set(jobId, since);
+      this.pending.set(jobId, { since, epoch });
       return;
     }
-    this.send(since === undefined ? { type: 'subscribe', job_id: jobId } : { type: 'subscribe', job_id: jobId, since });
+    // JSON drops undefined fields; an epoch goes only with a since.
+    this.send({ type: 'subscribe', job_id: jobId, since, epoch: since === undefined ? undefined : epoch });
   }
 
   unsubscribe(jobId: string): void {
