@@ -21,6 +21,13 @@ export class JobStore {
     this.changed();
   }
 
+  /** An authoritative snapshot after a rewind: replaces the row even if its seq is not newer. */
+  replace(job: Job): void {
+    if (!this.rows.has(job.id)) this.membership += 1;
+    this.rows.set(job.id, job);
+    this.changed();
+  }
+
   apply(ev: WireEvent): void {
     const cur = this.rows.get(ev.job_id);
     if (!cur) {

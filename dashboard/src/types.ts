@@ -95,11 +95,23 @@ export interface SnapshotFrame {
   type: 'snapshot';
   job_id: string;
   seq: number;
+  /** The store's epoch (engines that push events before they are durable); sent back with `since`. */
+  epoch?: number;
   job: Job;
+}
+
+/** After a resume's snapshot: events from `from` on were taken back (a crash before they were durable); they follow again. */
+export interface RewoundFrame {
+  type: 'rewound';
+  job_id: string;
+  since: number;
+  from: number;
+  epoch: number;
 }
 
 export type ServerFrame =
   | SnapshotFrame
+  | RewoundFrame
   | { type: 'history_truncated'; job_id: string; since: number; history_start: number }
   | { type: 'ready'; jobs: number; omitted: number }
   | { type: 'error'; code: string; number: number; message: string; job_id?: string }

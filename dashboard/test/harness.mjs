@@ -25,11 +25,12 @@ export function tempDir(prefix = 'jobwire-dash-') {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-/** Starts `jobwire serve`; resolves once it printed its address. `port` 0 = ephemeral. */
-export async function startServer({ dataDir, port = 0, args = [] } = {}) {
+/** Starts `jobwire serve`; resolves once it printed its address. `port` 0 = ephemeral; `env` adds variables (test hooks). */
+export async function startServer({ dataDir, port = 0, args = [], env = {} } = {}) {
   dataDir ??= tempDir();
   const proc = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--dashboard-dir', DIST, '--heartbeat-interval', '2s', '--shutdown-grace', '1s', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stderr = '';
   proc.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4000)));

@@ -33,6 +33,8 @@ export class Feed {
   private loading = false;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private unsubs = new Map<string, () => void>();
+  /** The epoch of each job's last channel snapshot: a snapshot of another epoch may take back events the row has. */
+  private epochs = new Map<string, number>();
 
   constructor(
     readonly store: JobStore,
@@ -43,7 +45,7 @@ export class Feed {
       // No positions: the table needs each job's current state, and a snapshot per job is that.
       onOpen: (s) => s.send({ type: 'resume' }),
       onFrame: (f) => {
-        if (f.type === 'snapshot') this.store.upsert((f as { job: Job }).job);
+        if (f.type === 'snapshot') this.channelSnapshot(f as { epoch?: number; job: Job });
         else if (f.type === 'ready') {
           if ((f as { omitted: number }).omitted > 0) void this.load(); // refresh what the catch-up left out
         } else if (typeof (f as WireEvent).seq === 'number' && (f as WireEvent).job_id) this.store.apply(f as WireEvent);
@@ -54,6 +56,19 @@ export class Feed {
         else this.on.error(`live updates stopped (${code} ${reason})`);
       },
     });
+  }
+
+  /**
+   * The channel resumes without positions, so it gets no `rewound`: a snapshot of a new epoch
+   * (the server restarted) is authoritative, even at a seq the row already has, since a crash may
+   * have taken back the row's newest events and written others under their seqs.
+   */
+  private channelSnapshot(f: { epoch?: number; job: Job }): void {
+    const id = f.job.id;
+    const before = this.epochs.get(id);
+    if (typeof f.epoch === 'number') this.epochs.set(id, f.epoch);
+    if (before !== undefined && f.epoch !== undefined && before !== f.epoch) this.store.replace(f.job);
+    else this.store.upsert(f.job);
   }
 
   /** `forceSubscriptions` (the page's `?feed=subscriptions`) uses the fallback even when the channel exists. */
@@ -162,6 +177,7 @@ export class Feed {
         job.id,
         this.mux.watch(job.id, {
           snapshot: (j) => this.store.upsert(j),
+          rewound: (_from, j) => this.store.replace(j),
           event: (ev) => this.store.apply(ev),
         }),
       );

@@ -1,10 +1,11 @@
 /**
- * The multiplexed `/v1/ws` socket: per-job subscriptions that resume from the last seq seen,
- * so a reconnect (server restart, dropped network) delivers every event once: no loss, no duplicate.
+ * The multiplexed `/v1/ws` socket: per-job subscriptions that resume from the last seq seen
+ * (with the epoch it came with), so a reconnect (server restart, dropped network) delivers every
+ * event once: no loss, no duplicate; and events a crash took back are rewound and replayed.
  */
 
 import { wsBase } from '../api';
-import type { Job, ServerFrame, WireEvent } from '../types';
+import type { Job, RewoundFrame, ServerFrame, WireEvent } from '../types';
 import { LiveSocket } from './socket';
 
 export interface JobHandler {
@@ -12,6 +13,12 @@ export interface JobHandler {
   snapshot(job: Job, resumed: boolean): void;
   /** An event, in seq order, never one already delivered. */
   event(ev: WireEvent): void;
+  /**
+   * Events from `from` on were taken back by the server (a crash before they were durable): drop
+   * what you hold from `from` on and rebuild from `job` (the snapshot just received; it has the
+   * new events). The events from `from` are delivered again next. Default: `snapshot(job, true)`.
+   */
+  rewound?(from: number, job: Job): void;
   /** Events from `since + 1` to `historyStart - 1` are gone (retention). */
   truncated?(since: number, historyStart: number): void;
   /** A refused subscription (job_not_found, forbidden...). */
@@ -25,6 +32,10 @@ interface Sub {
   /** Highest seq delivered to the handler. */
   last: number;
   snapshots: number;
+  /** The epoch of the last snapshot or `rewound` (absent on engines without epochs, e.g. Redis). */
+  epoch?: number;
+  /** The last snapshot: what a `rewound` rebuilds from. */
+  job?: Job;
 }
 
 export class Mux {
@@ -64,8 +75,9 @@ export class Mux {
   }
 
   private sendSubscribe(id: string, sub: Sub): void {
-    const frame: { type: string; job_id: string; since?: number } = { type: 'subscribe', job_id: id };
+    const frame: { type: string; job_id: string; since?: number; epoch?: number } = { type: 'subscribe', job_id: id };
     if (sub.since !== undefined) frame.since = sub.since;
+    if (sub.since !== undefined && sub.epoch !== undefined) frame.epoch = sub.epoch;
     this.socket.send(frame);
   }
 
@@ -76,13 +88,26 @@ export class Mux {
     if (!sub) return;
     switch (f.type) {
       case 'snapshot': {
-        const snap = f as { seq: number; job: Job };
+        const snap = f as { seq: number; epoch?: number; job: Job };
         sub.snapshots += 1;
+        if (typeof snap.epoch === 'number') sub.epoch = snap.epoch;
+        sub.job = snap.job;
         // Without `since` nothing is replayed: the snapshot is the position.
         if (sub.since === undefined) sub.last = Math.max(sub.last, snap.seq);
         // From now on every reconnect resumes from what was delivered.
         sub.since = sub.last;
         sub.handler.snapshot(snap.job, sub.snapshots > 1);
+        return;
+      }
+      case 'rewound': {
+        const r = f as RewoundFrame;
+        sub.epoch = r.epoch;
+        // Accept seqs `from`.. again: they are the store's now, not the ones we had.
+        sub.last = Math.min(sub.last, r.from - 1);
+        sub.since = sub.last;
+        if (!sub.job) return;
+        if (sub.handler.rewound) sub.handler.rewound(r.from, sub.job);
+        else sub.handler.snapshot(sub.job, true);
         return;
       }
       case 'history_truncated': {

@@ -12,7 +12,7 @@
 import { ApiError, canPublish, cancelJob, getToken, history, serverBase, wsBase } from '../api';
 import type { Mux } from '../live/mux';
 import { applyEvent } from '../reduce';
-import { TERMINAL, type Job, type WireEvent } from '../types';
+import { STATUSES, TERMINAL, type Job, type WireEvent } from '../types';
 import { badge, cancelPending, cancelRequestedBadge, clear, copyText, fmtDuration, fmtEta, fmtTime, h, stalledBadge, statusLabel } from './dom';
 import { ChildrenPanel } from './children';
 import { LogView } from './log';
@@ -101,6 +101,7 @@ export class JobPage {
       {
         snapshot: (job) => this.snapshot(job),
         event: (ev) => this.event(ev),
+        rewound: (from, job) => this.rewound(from, job),
         truncated: () => this.log.markTrimmed(),
         error: (code, message) => {
           this.status.textContent = code === 'job_not_found' ? `No job "${this.id}" here (or your token may not see it).` : `${code}: ${message}`;
@@ -126,6 +127,24 @@ export class JobPage {
     }
     this.status.textContent = '';
     this.status.classList.remove('error');
+    this.schedule();
+  }
+
+  /** The server took back events from `from` on: rebuild from its snapshot, drop the timeline and log from `from`. */
+  private rewound(from: number, job: Job): void {
+    this.job = structuredClone(job);
+    this.timeline = this.timeline.filter((t) => t.seq < from);
+    this.childSeen.clear();
+    this.childEntries = 0;
+    this.lastStatus = '';
+    for (const t of this.timeline) {
+      if (t.child) {
+        this.childSeen.set(t.child.id, `${t.child.status}|${t.child.stalled}`);
+        this.childEntries += 1;
+      } else if ((STATUSES as readonly string[]).includes(t.status)) this.lastStatus = t.status;
+    }
+    this.timelineRev += 1;
+    this.log.truncate(from);
     this.schedule();
   }
 

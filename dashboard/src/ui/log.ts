@@ -70,6 +70,24 @@ export class LogView {
     }
   }
 
+  /** Drops the lines with seq >= `from` (the server took those events back; they follow again). */
+  truncate(from: number): void {
+    const kept = this.queue.filter((l) => l.seq < from);
+    let dropped = this.queue.length - kept.length;
+    this.queue = kept;
+    for (const el of Array.from(this.box.children)) {
+      if (Number((el as HTMLElement).dataset.seq) >= from) {
+        el.remove();
+        dropped += 1;
+      }
+    }
+    this.received = Math.max(0, this.received - dropped);
+    this.total = this.base + this.received;
+    this.shown = this.box.childElementCount;
+    this.updateNote();
+    this.schedule();
+  }
+
   add(ev: WireEvent): void {
     this.received += 1;
     this.total = this.base + this.received;

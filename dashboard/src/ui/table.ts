@@ -17,6 +17,8 @@ const OVERSCAN = 6;
 
 interface RowEl {
   el: HTMLAnchorElement;
+  /** The row object last filled in: a replaced one (a rewind) is refilled even at the same seq. */
+  job?: Job;
   id: HTMLElement;
   project: HTMLElement;
   status: HTMLElement;
@@ -259,8 +261,9 @@ export class JobsTable {
       r.el.setAttribute('aria-rowindex', String(i + 2));
       r.el.tabIndex = i === this.focusIndex ? 0 : -1;
       const key = `${job.id}\u0000${job.seq}`;
-      if (r.key !== key) {
+      if (r.key !== key || r.job !== job) {
         r.key = key;
+        r.job = job;
         this.fill(r, job, now);
       }
       this.live(r, job, now);
