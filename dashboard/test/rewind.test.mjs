@@ -39,7 +39,7 @@ async function publishUntilOk(url, id, events) {
   }
 }
 
-test('events lost in a SIGKILL before their flush are rewound: job page (per-job /v1/ws) and table (channel)', async () => {
+test('events lost in a SIGKILL before their flush are rewound: job page (per-job /v1/ws) and table (channel)', { timeout: 120_000 }, async () => {
   let srv = await startServer({ env: { JOBWIRE_TEST_FLUSH_DELAY_MS: '3000' } });
   const { dataDir, port } = srv;
   try {
@@ -84,7 +84,7 @@ test('events lost in a SIGKILL before their flush are rewound: job page (per-job
 
 // Fallback mode (?feed=subscriptions): the table's rows are per-job /v1/ws subscriptions; the
 // rewound snapshot replaces the row (an upsert by seq would keep the lost 77 % for good).
-test('fallback table (?feed=subscriptions): a row whose events a crash took back is rebuilt from the snapshot', async () => {
+test('fallback table (?feed=subscriptions): a row whose events a crash took back is rebuilt from the snapshot', { timeout: 120_000 }, async () => {
   let srv = await startServer({ env: { JOBWIRE_TEST_FLUSH_DELAY_MS: '3000' } });
   const { dataDir, port } = srv;
   try {

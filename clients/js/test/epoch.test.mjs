@@ -27,7 +27,7 @@ const lines = (v) => v.logs.map((l) => [l.seq, l.number, l.line]);
 // first (the reconnect or the new publish), the view must end the same. (Polling gets no
 // `rewound` from the HTTP API: it works the rewind out from the snapshot's `epochs`.)
 for (const transports of [['websocket'], ['sse'], ['polling']]) {
-  test(`${transports[0]}: an event lost in a SIGKILL before its flush is rewound and replaced`, async () => {
+  test(`${transports[0]}: an event lost in a SIGKILL before its flush is rewound and replaced`, { timeout: 90_000 }, async () => {
     let s = await startServer({ args: ['--heartbeat-interval', '1s'], env: DELAY });
     try {
       const id = `ep-${transports[0]}`;
@@ -91,7 +91,7 @@ for (const transports of [['websocket'], ['sse'], ['polling']]) {
 }
 
 for (const signal of ['SIGTERM', 'SIGKILL']) {
-  test(`no rewind when nothing was lost: a ${signal} restart resumes with the epoch and replays once`, async () => {
+  test(`no rewind when nothing was lost: a ${signal} restart resumes with the epoch and replays once`, { timeout: 90_000 }, async () => {
     let s = await startServer({ args: ['--heartbeat-interval', '1s', '--shutdown-grace', '1s'] });
     try {
       await http(s.url, 'POST', '/v1/jobs', { id: 'ep-ok' });
@@ -127,7 +127,7 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
 // A saved position (seq + epoch of a WebSocket client) given to a new client on each transport:
 // the WebSocket and SSE get `rewound` from the server; polling works it out from the job's epochs.
 for (const transports of [['websocket'], ['sse'], ['polling']]) {
-test(`${transports[0]}: watch({ since, epoch }) from a saved position is rewound like a reconnect`, async () => {
+test(`${transports[0]}: watch({ since, epoch }) from a saved position is rewound like a reconnect`, { timeout: 90_000 }, async () => {
   let s = await startServer({ env: DELAY });
   try {
     await http(s.url, 'POST', '/v1/jobs', { id: 'ep-saved' });
