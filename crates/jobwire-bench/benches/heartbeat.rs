@@ -3,16 +3,14 @@
 //! (the replay tail's copy in memory), checks it, and moves the job's deadline. Issue
 //! 13's target is ≥ 50,000 heartbeats/s; the figure is in docs/perf.md.
 
+mod common;
+
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use jobwire_core::engine::embedded::Retention;
 use jobwire_core::Access;
-use jobwire_core::{CreateJob, Hub, HubConfig};
+use jobwire_core::CreateJob;
 use jobwire_proto::{EventInput, JobOptions};
 use serde_json::json;
-use std::sync::Arc;
-use tempfile::TempDir;
-use tokio::runtime::Runtime;
 
 const JOBS: usize = 10_000;
 /// Heartbeats per iteration (run concurrently).
@@ -23,28 +21,13 @@ fn main() {
 }
 
 struct Fixture {
-    rt: Runtime,
-    hub: Arc<Hub>,
+    store: common::Embedded,
     ids: Vec<String>,
-    _dir: TempDir,
 }
 
 fn fixture() -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let hub = rt
-        .block_on(async {
-            Hub::open_embedded(
-                dir.path().to_path_buf(),
-                Retention::default(),
-                HubConfig::default(),
-            )
-        })
-        .expect("opening the embedded store");
+    let store = common::embedded();
+    let (rt, hub) = (&store.rt, &store.hub);
     let ids: Vec<String> = (0..JOBS).map(|j| format!("job-{j}")).collect();
     rt.block_on(async {
         let start = EventInput::from_value(json!({"type": "progress", "progress": 1}))
@@ -71,12 +54,7 @@ fn fixture() -> Fixture {
         });
         futures_util::future::join_all(creates).await;
     });
-    Fixture {
-        rt,
-        hub,
-        ids,
-        _dir: dir,
-    }
+    Fixture { store, ids }
 }
 
 /// 64 concurrent heartbeats per iteration, round-robin over 10,000 jobs.
@@ -90,10 +68,10 @@ fn heartbeats(b: Bencher) {
             .map(|i| f.ids[(next + i) % JOBS].as_str())
             .collect();
         next = (next + BATCH) % JOBS;
-        f.rt.block_on(async {
+        f.store.rt.block_on(async {
             let beats = ids
                 .iter()
-                .map(|id| f.hub.heartbeat(&access, id, None, None, None));
+                .map(|id| f.store.hub.heartbeat(&access, id, None, None, None));
             for r in futures_util::future::join_all(beats).await {
                 r.expect("heartbeat");
             }

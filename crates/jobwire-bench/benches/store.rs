@@ -3,43 +3,22 @@
 //! iteration waits for durability, so these figures are bounded by the disk's
 //! fsync latency; concurrent publishes share commits.
 
+mod common;
+
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use jobwire_core::engine::embedded::Retention;
 use jobwire_core::Access;
-use jobwire_core::{CreateJob, Hub, HubConfig};
+use jobwire_core::CreateJob;
 use jobwire_proto::EventInput;
 use serde_json::json;
-use std::sync::Arc;
-use tempfile::TempDir;
-use tokio::runtime::Runtime;
 
 fn main() {
     divan::main();
 }
 
-struct Store {
-    rt: Runtime,
-    hub: Arc<Hub>,
-    _dir: TempDir,
-}
-
-fn store(jobs: usize) -> Store {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let hub = rt
-        .block_on(async {
-            Hub::open_embedded(
-                dir.path().to_path_buf(),
-                Retention::default(),
-                HubConfig::default(),
-            )
-        })
-        .expect("opening the embedded store");
+fn store(jobs: usize) -> common::Embedded {
+    let store = common::embedded();
+    let (rt, hub) = (&store.rt, &store.hub);
     rt.block_on(async {
         for j in 0..jobs {
             hub.create_job(
@@ -53,7 +32,7 @@ fn store(jobs: usize) -> Store {
             .expect("creating a job");
         }
     });
-    Store { rt, hub, _dir: dir }
+    store
 }
 
 fn events(n: usize) -> Vec<EventInput> {

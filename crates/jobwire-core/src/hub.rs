@@ -14,7 +14,7 @@ use crate::engine::{
 use crate::error::HubError;
 use crate::liveness;
 use crate::metrics::Metrics;
-use crate::recovery::{Replay, Since};
+use crate::recovery::{Replay, Resumed, Since};
 use crate::registry::Registry;
 use crate::session::Outbox;
 use jobwire_proto::codes::ErrorCode;
@@ -598,6 +598,24 @@ impl Hub {
         let page = self.engine.history(&key, after, limit).await?;
         if access.may_see(&page.job) {
             Ok(page)
+        } else {
+            Err(HubError::NotFound)
+        }
+    }
+
+    /// [`Hub::history`] for a client resuming with an epoch: rewound when it holds
+    /// events a crash took back (see [`Resumed`]).
+    pub async fn history_resumed(
+        &self,
+        access: &Access,
+        job_id: &str,
+        since: Since,
+        limit: usize,
+    ) -> Result<Resumed, HubError> {
+        let key = self.visible_key(access, job_id).await?;
+        let r = Resumed::read(self.engine.as_ref(), &key, since, limit).await?;
+        if access.may_see(&r.page.job) {
+            Ok(r)
         } else {
             Err(HubError::NotFound)
         }

@@ -10,7 +10,7 @@
 //! If `since` is older than the kept history, the transport sends a
 //! `history_truncated` notice before the events that remain: never a silent gap.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, HistoryPage};
 use crate::error::HubError;
 use bytes::Bytes;
 use jobwire_proto::Job;
@@ -48,6 +48,47 @@ pub struct ReplayPage {
     pub events: Vec<(u64, Bytes)>,
 }
 
+/// The first history page of a resume, read the way every resume must be: the
+/// engine's epoch first (one read after it cannot miss the start of a later
+/// epoch), then the page after `since`, read again from the rewind point when the
+/// client holds events a crash took back.
+pub struct Resumed {
+    pub page: HistoryPage,
+    /// The engine's epoch at the read (`None`: the engine has none).
+    pub epoch: Option<u64>,
+    /// `(the client's since, first seq it must drop)` when it must rewind.
+    pub rewound: Option<(u64, u64)>,
+    /// Where the page starts: `since`, or the seq before the rewind point.
+    pub after: u64,
+}
+
+impl Resumed {
+    pub async fn read(
+        engine: &dyn Engine,
+        key: &str,
+        since: Since,
+        limit: usize,
+    ) -> Result<Resumed, HubError> {
+        let epoch = engine.epoch();
+        let mut after = since.seq;
+        let mut page = engine.history(key, after, limit).await?;
+        let mut rewound = None;
+        if let Some(current) = epoch {
+            if let Some(from) = page.job.rewind_point(since.seq, since.epoch, current) {
+                rewound = Some((since.seq, from));
+                after = from - 1;
+                page = engine.history(key, after, limit).await?;
+            }
+        }
+        Ok(Resumed {
+            page,
+            epoch,
+            rewound,
+            after,
+        })
+    }
+}
+
 /// A subscription's catch-up: the snapshot, then history pages up to its seq.
 pub struct Replay {
     engine: Arc<dyn Engine>,
@@ -68,18 +109,21 @@ impl Replay {
         job_id: Arc<str>,
         since: Option<Since>,
     ) -> Result<Replay, HubError> {
-        // The epoch first: one read after it cannot miss the start of a later one.
-        let epoch = engine.epoch();
-        let mut after = since.map_or(u64::MAX, |s| s.seq);
-        let mut page = engine.history(&job_id, after, REPLAY_PAGE).await?;
-        let mut rewound = None;
-        if let (Some(s), Some(current)) = (since, epoch) {
-            if let Some(from) = page.job.rewind_point(s.seq, s.epoch, current) {
-                rewound = Some((s.seq, from));
-                after = from - 1;
-                page = engine.history(&job_id, after, REPLAY_PAGE).await?;
-            }
-        }
+        // Without `since` nothing is replayed (and nothing can need a rewind).
+        let Resumed {
+            page,
+            epoch,
+            rewound,
+            after,
+        } = match since {
+            Some(s) => Resumed::read(engine.as_ref(), &job_id, s, REPLAY_PAGE).await?,
+            None => Resumed {
+                page: engine.history(&job_id, u64::MAX, REPLAY_PAGE).await?,
+                epoch: engine.epoch(),
+                rewound: None,
+                after: u64::MAX,
+            },
+        };
         let since = since.map(|_| after);
         let truncated = page.truncated.then_some((after, page.job.history_start));
         let cursor = match since {

@@ -396,19 +396,17 @@ pub(crate) async fn events(
         });
         return sse::stream(st, caller, permit, id, &headers, since).await;
     }
-    let mut since = p.since.unwrap_or(0);
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    // The epoch before the read (see `Replay::start`).
-    let epoch = st.hub.epoch();
-    let mut page = st.hub.history(&caller.access, &id, since, limit).await?;
-    let mut rewound = None;
-    if let Some(now) = epoch {
-        if let Some(from) = page.job.rewind_point(since, p.epoch, now) {
-            rewound = Some(json!({"since": since, "from": from}));
-            since = from - 1;
-            page = st.hub.history(&caller.access, &id, since, limit).await?;
-        }
-    }
+    let resume = jobwire_core::recovery::Since {
+        seq: p.since.unwrap_or(0),
+        epoch: p.epoch,
+    };
+    let r = st
+        .hub
+        .history_resumed(&caller.access, &id, resume, limit)
+        .await?;
+    let (page, epoch, since) = (r.page, r.epoch, r.after);
+    let rewound = r.rewound.map(|(s, from)| json!({"since": s, "from": from}));
     // The stored event bytes are spliced in as they are: no re-serialization.
     let mut out =
         BytesMut::with_capacity(128 + page.events.iter().map(|(_, e)| e.len() + 1).sum::<usize>());
