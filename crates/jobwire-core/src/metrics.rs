@@ -113,6 +113,8 @@ pub struct Metrics {
     pub ingest_rejected: Counter,
     /// Heartbeats accepted.
     pub heartbeats: Counter,
+    /// Checkpoints of the embedded store (its journal started over).
+    pub checkpoints: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
 }
@@ -146,6 +148,11 @@ impl Metrics {
                 "jobwire_events_published_total",
                 "Events acknowledged (durable).",
                 &self.events_published,
+            ),
+            (
+                "jobwire_store_checkpoints_total",
+                "Checkpoints of the embedded store (each commits what its journal held).",
+                &self.checkpoints,
             ),
             (
                 "jobwire_events_delivered_total",

@@ -1,29 +1,40 @@
 //! The embedded engine (the default): jobs and events in a redb database under the
-//! data directory, written by one writer thread with group commit.
+//! data directory, written by one writer thread with group commit, made durable
+//! between checkpoints by an append-only journal.
 //!
 //! Every write request (create, publish, sweep) goes through a bounded channel to the
 //! writer thread. The thread takes everything queued (up to [`MAX_BATCH`]), applies it
-//! in one write transaction, commits once (one fsync for the whole group), and only
-//! then fans the events out and acknowledges the callers. A refused request changes
-//! nothing; a failed commit fails every request in the group and acknowledges none.
-//! Reads use redb's MVCC read transactions on the blocking pool and never wait for the
-//! writer; replays and snapshots of recently written jobs come from the in-memory
-//! [`TailCache`] first.
+//! to one open redb write transaction, appends the group's changes to the journal
+//! as one record with one `fdatasync`, and acknowledges the callers (events of
+//! existing jobs are fanned out before that flush, with epochs: see `writer`).
+//! Every [`CHECKPOINT_EVERY`] the transaction is committed (a checkpoint) and the
+//! journal starts over; at open, the journal's records after the last checkpoint
+//! are replayed. A refused request changes nothing; a failed flush fails every
+//! request in the group and acknowledges none.
 //!
-//! After a failed commit the writer reopens the database and rebuilds its cache
-//! from it (see [`store`]), refuses writes until a space probe passes, and then
-//! takes writes again: a full disk heals without a restart.
+//! Reads use redb's MVCC read transactions on the blocking pool and never wait for
+//! the writer; what the last checkpoint does not hold yet comes from `inflight`, and
+//! replays and snapshots of recently written jobs from the in-memory [`TailCache`].
+//!
+//! After a failed flush the writer reopens the database (see [`store`]), refuses
+//! writes until a space probe passes, replays the journal's records into the store,
+//! and then takes writes again: a full disk heals without a restart.
 //!
 //! # Layout
 //! - `store`: opening with the damage check, reopening, redb error mapping.
+//! - `journal`: the journal file and its record format.
+//! - `tables`: the write transaction's tables; every change as a journal op.
+//! - `inflight`: what readers see that the last checkpoint does not hold.
 //! - `check`: `jobwire store check` / `repair`.
 //! - `read`: the read paths (snapshots, history, listings, keys).
-//! - `writer`: the writer thread and its group commit.
+//! - `writer`: the writer thread, its group commit and checkpoints.
 
 pub mod check;
 mod inflight;
+pub mod journal;
 mod read;
 pub mod store;
+mod tables;
 mod writer;
 
 use crate::apikey::ApiKey;
@@ -44,7 +55,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use store::{db_err, Store};
+use store::{db_err, io_err, Store};
 use tokio::sync::{mpsc, oneshot};
 use writer::Writer;
 
@@ -71,6 +82,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The epoch: one more at every open and after every failed commit (see
 /// [`Engine::epoch`]).
 const EPOCH_KEY: &str = "epoch";
+/// The number of the last journal record the store holds (see `journal`).
+const JOURNAL_KEY: &str = "journal";
+/// How often the writer checkpoints (commits the store and starts the journal
+/// over) while it takes writes. Longer: fewer page writes per event (a leaf
+/// written once holds more events), a longer commit when it comes, and more to
+/// replay after a crash.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// The journal checkpoints sooner once it holds this many bytes.
+const JOURNAL_LIMIT: u64 = 16 << 20;
 /// Test hook: milliseconds the writer waits between pushing a group and flushing it
 /// (a window for crash tests).
 const FLUSH_DELAY_ENV: &str = "JOBWIRE_TEST_FLUSH_DELAY_MS";
@@ -128,6 +148,8 @@ enum Request {
     /// Sent every [`PROBE_INTERVAL`] while unhealthy, so readiness comes back
     /// without traffic.
     Probe,
+    /// Sent every [`CHECKPOINT_EVERY`], so a checkpoint comes without traffic.
+    Checkpoint,
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -163,27 +185,36 @@ impl Embedded {
         std::fs::create_dir_all(&data_dir).map_err(db_err)?;
         let path = data_dir.join(store::FILE);
         let db = store::open_checked(&path, true)?;
+        let (mut journal, found) = journal::Journal::open(&data_dir).map_err(io_err)?;
         let epoch;
         {
             let txn = db.begin_write().map_err(db_err)?;
-            txn.open_table(JOBS).map_err(db_err)?;
-            txn.open_table(EVENTS).map_err(db_err)?;
-            txn.open_table(IDEMPOTENCY).map_err(db_err)?;
-            txn.open_table(CREATES).map_err(db_err)?;
-            txn.open_table(EXPIRY).map_err(db_err)?;
             txn.open_table(API_KEYS).map_err(db_err)?;
-            txn.open_table(NOTIFY).map_err(db_err)?;
-            txn.open_table(NOTIFY_HEAD).map_err(db_err)?;
+            let mut t = tables::Tables::open(&txn)?;
+            // What the journal holds after the last checkpoint, back in the store.
+            let after = t.meta(JOURNAL_KEY)?.unwrap_or(0);
+            let records = journal::records(&found, after);
+            for (number, payload) in &records {
+                t.replay(*number, payload).map_err(|e| {
+                    HubError::Damaged(format!(
+                        "the journal {} is damaged ({e}); with the server stopped, move it \
+                         aside to start from the store's last checkpoint (what the journal \
+                         held after it is then lost)",
+                        journal.path().display()
+                    ))
+                })?;
+            }
+            let last = records.last().map_or(after, |r| r.0);
+            t.set_meta(JOURNAL_KEY, last)?;
             // A new epoch at every open, durable before any write is pushed.
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let last = meta
-                .get(EPOCH_KEY)
-                .map_err(db_err)?
-                .map_or(0, |v| v.value());
-            epoch = last + 1;
-            meta.insert(EPOCH_KEY, epoch).map_err(db_err)?;
-            drop(meta);
+            epoch = t.meta(EPOCH_KEY)?.unwrap_or(0) + 1;
+            t.set_meta(EPOCH_KEY, epoch)?;
+            drop(t);
             txn.commit().map_err(db_err)?;
+            journal.restart(last + 1);
+            if !records.is_empty() {
+                tracing::info!(records = records.len(), "journal replayed into the store");
+            }
         }
         let epoch = Arc::new(AtomicU64::new(epoch));
         let inflight = Arc::new(InFlight::default());
@@ -213,6 +244,11 @@ impl Embedded {
             ahead,
             inflight: inflight.clone(),
             flush_delay,
+            txn: None,
+            journal,
+            records: Vec::new(),
+            replay: false,
+            last_checkpoint: std::time::Instant::now(),
         };
         std::thread::Builder::new()
             .name("jobwire-writer".into())
@@ -227,6 +263,15 @@ impl Embedded {
                     if sweep_tx.send(Request::Sweep).await.is_err() {
                         break;
                     }
+                }
+            });
+            let checkpoint_tx = tx.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+                while !checkpoint_tx.is_closed() {
+                    tick.tick().await;
+                    // A busy writer checkpoints on its own; never wait for room.
+                    let _ = checkpoint_tx.try_send(Request::Checkpoint);
                 }
             });
             let (probe_tx, sick) = (tx.clone(), healthy.clone());
@@ -354,6 +399,8 @@ impl Engine for Embedded {
                 .await;
             match (pending, page) {
                 (Some(p), Ok(page)) => Ok(p.extend(page, after, limit)),
+                // Created since the last checkpoint.
+                (Some(p), Err(HubError::NotFound)) => Ok(p.page(after, limit)),
                 (_, page) => page,
             }
         })
@@ -379,13 +426,20 @@ impl Engine for Embedded {
                 .await;
             match (pending, job) {
                 (Some(p), Ok(job)) => Ok(p.newer(job)),
+                (Some(p), Err(HubError::NotFound)) => Ok(Arc::unwrap_or_clone(p.job)),
                 (_, job) => job,
             }
         })
     }
 
     fn list(&self, query: ListQuery) -> BoxFuture<'_, Result<ListPage, HubError>> {
-        Box::pin(self.read(move |db| read_list(db, &query)))
+        let prefix = query
+            .tenant
+            .as_ref()
+            .map(|t| format!("{t}/"))
+            .unwrap_or_default();
+        let pending = self.inflight.jobs(&prefix);
+        Box::pin(self.read(move |db| read_list(db, &query, pending)))
     }
 
     fn put_key(&self, key: ApiKey) -> BoxFuture<'_, Result<(), HubError>> {
@@ -447,8 +501,14 @@ impl Engine for Embedded {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<NotificationPage, HubError>> {
+        let pending = self.inflight.notices(owner);
         let owner = owner.to_owned();
-        Box::pin(self.read(move |db| read_notifications(db, &owner, after, limit)))
+        Box::pin(async move {
+            let page = self
+                .read(move |db| read_notifications(db, &owner, after, limit))
+                .await?;
+            Ok(inflight::with_notices(page, pending, after, limit))
+        })
     }
 
     fn set_deadline<'a>(

@@ -1,22 +1,24 @@
-//! Events fanned out ahead of their flush: the writer's current group between the
-//! moment watchers get its events and the moment its commit is durable.
+//! What readers must see that the store's committed state does not show yet: the
+//! group between its fan-out and its flush (*current*), and every group made
+//! durable by the journal since the last checkpoint (*settled*; see `journal`).
 //!
 //! Watchers see an event as soon as the writer has ordered it; readers must then
 //! see it too, or a subscriber registering right after the fan-out would read the
 //! store (still without the event) and never get it live. So the writer publishes
-//! the group's snapshots and events here *before* the fan-out, and clears them
-//! after the tail cache and the store hold them (or after the commit failed). A
-//! reader looks here *first* and keeps the newer of this and what it then reads:
+//! a group's snapshots and events here *before* the fan-out, settles them after
+//! their journal record is durable, and clears everything after a checkpoint put
+//! it in the store (or drops the current group when its flush failed). A reader
+//! looks here *first* and keeps the newer of this and what it then reads:
 //! whichever order the two race in, it never misses an event it was not sent live.
 
-use crate::engine::HistoryPage;
+use crate::engine::{history_window, HistoryPage, NotificationPage};
 use bytes::Bytes;
 use jobwire_proto::Job;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// One job of the group in flight: its snapshot after the group, and the group's
-/// events of it (contiguous, ending at the snapshot's seq).
+/// One job's changes not in the store yet: its newest snapshot, and its events
+/// since the store's (contiguous, ending at the snapshot's seq).
 #[derive(Clone)]
 pub(crate) struct Pending {
     pub(crate) job: Arc<Job>,
@@ -24,37 +26,112 @@ pub(crate) struct Pending {
 }
 
 #[derive(Default)]
+struct Layers {
+    current: HashMap<Arc<str>, Pending>,
+    settled: HashMap<Arc<str>, Pending>,
+    /// Notifications since the last checkpoint, per owner, in seq order.
+    notices: HashMap<Arc<str>, Vec<(u64, Bytes)>>,
+}
+
+impl Layers {
+    fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.settled.is_empty()
+    }
+}
+
+#[derive(Default)]
 pub(crate) struct InFlight {
-    jobs: Mutex<HashMap<Arc<str>, Pending>>,
+    layers: Mutex<Layers>,
 }
 
 impl InFlight {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Pending>> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Layers> {
+        self.layers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The writer: the group about to be fanned out.
+    /// The writer: the group about to be fanned out ahead of its flush.
     pub(crate) fn set(&self, group: HashMap<Arc<str>, Pending>) {
-        *self.lock() = group;
+        self.lock().current = group;
     }
 
-    /// The writer: the group is durable (and in the tail) or failed.
+    /// The writer: the current group's flush failed; it never happened.
+    pub(crate) fn drop_current(&self) {
+        self.lock().current.clear();
+    }
+
+    /// The writer: a group is durable in the journal (`changes`: every job it
+    /// changed, created ones too; `notices`: `(owner, seq, frame)`).
+    pub(crate) fn settle(
+        &self,
+        changes: HashMap<Arc<str>, Pending>,
+        notices: impl Iterator<Item = (Arc<str>, u64, Bytes)>,
+    ) {
+        let mut l = self.lock();
+        l.current.clear();
+        for (key, p) in changes {
+            match l.settled.get_mut(&key) {
+                Some(old) => {
+                    let last = old.events.last().map_or(0, |e| e.0);
+                    old.events.extend(p.events.into_iter().filter(|e| e.0 > last));
+                    old.job = p.job;
+                }
+                None => drop(l.settled.insert(key, p)),
+            }
+        }
+        for (owner, seq, frame) in notices {
+            l.notices.entry(owner).or_default().push((seq, frame));
+        }
+    }
+
+    /// The writer: a checkpoint put everything in the store.
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        let mut l = self.lock();
+        l.current.clear();
+        l.settled.clear();
+        l.notices.clear();
     }
 
-    /// A reader, before it reads the store or the tail.
+    /// A reader, before it reads the store or the tail: the job's changes not in
+    /// the store (settled, then current).
     pub(crate) fn get(&self, key: &str) -> Option<Pending> {
-        let jobs = self.lock();
-        if jobs.is_empty() {
+        let l = self.lock();
+        if l.is_empty() {
             return None;
         }
-        jobs.get(key).cloned()
+        match (l.settled.get(key), l.current.get(key)) {
+            (None, None) => None,
+            (Some(p), None) | (None, Some(p)) => Some(p.clone()),
+            (Some(s), Some(c)) => {
+                let mut p = s.clone();
+                let last = p.events.last().map_or(0, |e| e.0);
+                p.events
+                    .extend(c.events.iter().filter(|e| e.0 > last).cloned());
+                p.job = c.job.clone();
+                Some(p)
+            }
+        }
+    }
+
+    /// A reader: the snapshots not in the store whose keys start with `prefix`.
+    pub(crate) fn jobs(&self, prefix: &str) -> Vec<(Arc<str>, Arc<Job>)> {
+        let l = self.lock();
+        let mut out: HashMap<Arc<str>, Arc<Job>> = HashMap::new();
+        for layer in [&l.settled, &l.current] {
+            for (k, p) in layer.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                out.insert(k.clone(), p.job.clone());
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// A reader: the owner's notifications not in the store.
+    pub(crate) fn notices(&self, owner: &str) -> Vec<(u64, Bytes)> {
+        self.lock().notices.get(owner).cloned().unwrap_or_default()
     }
 }
 
 impl Pending {
-    /// The newer of `job` (read after this was taken) and the snapshot in flight.
+    /// The newer of `job` (read after this was taken) and the snapshot here.
     pub(crate) fn newer(self, job: Job) -> Job {
         if self.job.seq > job.seq {
             Arc::unwrap_or_clone(self.job)
@@ -64,8 +141,8 @@ impl Pending {
     }
 
     /// Extends a history page read after this was taken: when the page reached the
-    /// end of what the store had, the events in flight follow (up to `limit`), and
-    /// the page's snapshot is the one in flight.
+    /// end of what the store had, the events here follow (up to `limit`), and the
+    /// page's snapshot is the one here.
     pub(crate) fn extend(self, mut page: HistoryPage, after: u64, limit: usize) -> HistoryPage {
         if self.job.seq <= page.job.seq {
             return page;
@@ -88,4 +165,45 @@ impl Pending {
         page.job = Arc::unwrap_or_clone(self.job);
         page
     }
+
+    /// The page of a job the store does not hold yet (created since the last
+    /// checkpoint: every event it has is here).
+    pub(crate) fn page(self, after: u64, limit: usize) -> HistoryPage {
+        let job = Arc::unwrap_or_clone(self.job);
+        let (truncated, start) = history_window(&job, after);
+        let events: Vec<(u64, Bytes)> = self
+            .events
+            .into_iter()
+            .filter(|e| e.0 >= start && e.0 <= job.seq)
+            .take(limit)
+            .collect();
+        let last_seq = events.last().map_or(after, |e| e.0);
+        HistoryPage {
+            job,
+            events,
+            last_seq,
+            truncated,
+        }
+    }
+}
+
+/// A notification page read from the store, completed with `extra` (the
+/// notifications since the last checkpoint, taken before the read).
+pub(crate) fn with_notices(
+    mut page: NotificationPage,
+    extra: Vec<(u64, Bytes)>,
+    after: u64,
+    limit: usize,
+) -> NotificationPage {
+    for (seq, frame) in extra {
+        if seq <= page.head {
+            continue;
+        }
+        // `start` stays: the store's oldest (or head + 1, this one's, when none).
+        if page.frames.len() < limit && seq > after {
+            page.frames.push((seq, frame));
+        }
+        page.head = seq;
+    }
+    page
 }

@@ -9,6 +9,8 @@ use crate::liveness::Deadlines;
 use bytes::Bytes;
 use jobwire_proto::Job;
 use redb::{Database, ReadableTable};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Rebuilds the liveness deadlines of every running job with liveness settings from
 /// its stored snapshot (see [`Deadlines::restore`]).
@@ -138,10 +140,16 @@ pub(super) fn read_notifications(
     })
 }
 
-pub(super) fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubError> {
+/// A listing page, in key order: the store's snapshots, with `pending` (the
+/// snapshots the last checkpoint does not hold, under the query's prefix, taken
+/// before the read) in their place.
+pub(super) fn read_list(
+    db: &Database,
+    q: &ListQuery,
+    pending: Vec<(Arc<str>, Arc<Job>)>,
+) -> Result<ListPage, HubError> {
     let txn = db.begin_read().map_err(db_err)?;
     let jobs = txn.open_table(JOBS).map_err(db_err)?;
-    let mut out = Vec::new();
     // A tenant's keys are `<tenant>/<id>`: one contiguous range.
     let prefix = q
         .tenant
@@ -152,34 +160,91 @@ pub(super) fn read_list(db: &Database, q: &ListQuery) -> Result<ListPage, HubErr
         Some(after) => std::ops::Bound::Excluded(format!("{prefix}{after}")),
         None => std::ops::Bound::Included(prefix.clone()),
     };
+    let mut pending: BTreeMap<Arc<str>, Arc<Job>> = pending
+        .into_iter()
+        .filter(|(k, _)| match &start {
+            std::ops::Bound::Excluded(s) => **k > **s,
+            _ => true,
+        })
+        .collect();
     let range = jobs
         .range::<&str>((
             start.as_ref().map(String::as_str),
             std::ops::Bound::Unbounded,
         ))
         .map_err(db_err)?;
-    let mut next = None;
-    for item in range {
+    let mut page = Listing {
+        q,
+        out: Vec::new(),
+        next: None,
+    };
+    'scan: for item in range {
         let (k, v) = item.map_err(db_err)?;
         let key = k.value();
         if !key.starts_with(prefix.as_str()) {
             break;
         }
-        if q.tenant.is_none() && key.contains('/') {
-            continue;
+        while let Some(entry) = pending.first_entry() {
+            if &**entry.key() >= key {
+                break;
+            }
+            let (k, job) = entry.remove_entry();
+            if page.offer(&k, || Ok(Arc::unwrap_or_clone(job)))? {
+                break 'scan;
+            }
         }
-        let job: Job = serde_json::from_slice(v.value()).map_err(storage)?;
-        if q.status.is_some_and(|s| s != job.status) {
-            continue;
-        }
-        if q.project.is_some() && q.project != job.project {
-            continue;
-        }
-        if out.len() == q.limit {
-            next = out.last().map(|j: &Job| j.id.clone());
+        let stored = pending.remove(key);
+        let parse = || match stored {
+            Some(job) => Ok(Arc::unwrap_or_clone(job)),
+            None => serde_json::from_slice(v.value()).map_err(storage),
+        };
+        if page.offer(key, parse)? {
             break;
         }
-        out.push(job);
     }
-    Ok(ListPage { jobs: out, next })
+    if page.next.is_none() {
+        for (k, job) in pending {
+            if page.offer(&k, || Ok(Arc::unwrap_or_clone(job)))? {
+                break;
+            }
+        }
+    }
+    Ok(ListPage {
+        jobs: page.out,
+        next: page.next,
+    })
+}
+
+/// A listing page being filled.
+struct Listing<'q> {
+    q: &'q ListQuery,
+    out: Vec<Job>,
+    next: Option<String>,
+}
+
+impl Listing<'_> {
+    /// Offers the job under `key` (read by `job` only when the key passes).
+    /// Returns true when the page is full (and `next` set).
+    fn offer(
+        &mut self,
+        key: &str,
+        job: impl FnOnce() -> Result<Job, HubError>,
+    ) -> Result<bool, HubError> {
+        if self.q.tenant.is_none() && key.contains('/') {
+            return Ok(false);
+        }
+        let job = job()?;
+        if self.q.status.is_some_and(|s| s != job.status) {
+            return Ok(false);
+        }
+        if self.q.project.is_some() && self.q.project != job.project {
+            return Ok(false);
+        }
+        if self.out.len() == self.q.limit {
+            self.next = self.out.last().map(|j| j.id.clone());
+            return Ok(true);
+        }
+        self.out.push(job);
+        Ok(false)
+    }
 }

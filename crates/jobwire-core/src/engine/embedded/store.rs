@@ -37,6 +37,15 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> HubError {
     }
 }
 
+/// Maps an I/O error of the journal or the space probe like [`db_err`].
+pub(crate) fn io_err(e: std::io::Error) -> HubError {
+    if is_full(&e) {
+        HubError::StorageFull(e.to_string())
+    } else {
+        HubError::Storage(e.to_string())
+    }
+}
+
 thread_local! {
     /// Set while [`quietly`] runs on this thread: its panics are expected.
     static QUIET: Cell<bool> = const { Cell::new(false) };

@@ -1,12 +1,16 @@
 //! The writer thread: owns every write to the database. It takes what is queued
-//! (up to [`MAX_BATCH`]), applies it in one write transaction, commits once (one
-//! fsync for the group), fans the events out and acknowledges the callers.
+//! (up to [`MAX_BATCH`]), applies it to the open write transaction, makes the
+//! group durable with one journal record and one `fdatasync` (or, every
+//! [`CHECKPOINT_EVERY`], by committing the transaction: a checkpoint), fans the
+//! events out and acknowledges the callers.
 
 use super::inflight::{InFlight, Pending};
+use super::journal::{Journal, Op};
 use super::read::read_job;
+use super::tables::Tables;
 use super::{
-    db_err, storage, Request, Retention, Store, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY,
-    JOBS, MAX_BATCH, META, NOTIFY, NOTIFY_HEAD, PROBE_BYTES, PROBE_INTERVAL,
+    db_err, io_err, storage, Request, Retention, Store, CHECKPOINT_EVERY, JOURNAL_KEY,
+    JOURNAL_LIMIT, MAX_BATCH, PROBE_BYTES, PROBE_INTERVAL,
 };
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
@@ -17,24 +21,13 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::session::{Closed, EventKind, Published};
 use jobwire_proto::{EventInput, Job, Timestamp};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-
-/// The tables of one write transaction.
-struct Tables<'t> {
-    jobs: Table<'t, &'static str, &'static [u8]>,
-    events: Table<'t, (&'static str, u64), &'static [u8]>,
-    idem: Table<'t, (&'static str, &'static str), u64>,
-    creates: Table<'t, &'static str, &'static [u8]>,
-    expiry: Table<'t, (u64, &'static str), ()>,
-    notify: Table<'t, (&'static str, u64), &'static [u8]>,
-    notify_head: Table<'t, &'static str, u64>,
-}
 
 /// Outcome of one request inside a group: refused (reply now, nothing changed) or a
 /// storage failure (abort the whole group).
@@ -89,7 +82,7 @@ fn refuse_all(batch: &mut Vec<Request>, e: &HubError) -> bool {
         let ack = match req {
             Request::Create { reply, .. } => Ack::Create(reply, Err(HubError::NotFound)),
             Request::Publish { reply, .. } => Ack::Publish(reply, Err(HubError::NotFound)),
-            Request::Sweep | Request::Probe => continue,
+            Request::Sweep | Request::Probe | Request::Checkpoint => continue,
             Request::Shutdown { reply } => {
                 stop = true;
                 Ack::Shutdown(reply)
@@ -145,6 +138,16 @@ pub(super) struct Writer {
     pub(super) inflight: Arc<InFlight>,
     /// Test hook: a pause between the push and the flush (a crash window).
     pub(super) flush_delay: Option<std::time::Duration>,
+    /// The write transaction holding every group since the last checkpoint.
+    pub(super) txn: Option<WriteTransaction>,
+    pub(super) journal: Journal,
+    /// The journal records since the last checkpoint, `(number, payload)`: what
+    /// the transaction holds besides the checkpoint (replayed after a failure).
+    pub(super) records: Vec<(u64, Vec<u8>)>,
+    /// The transaction was dropped after a failure: `records` must be replayed
+    /// and checkpointed before the next group.
+    pub(super) replay: bool,
+    pub(super) last_checkpoint: Instant,
 }
 
 /// Per-group scratch state: snapshots changed in this group, events to fan out and
@@ -162,6 +165,8 @@ struct Group {
     notices: Vec<Published>,
     acks: Vec<Ack>,
     stop: bool,
+    /// A sweep deleted jobs (not journaled: the group checkpoints).
+    swept: bool,
 }
 
 impl Group {
@@ -169,6 +174,27 @@ impl Group {
     /// before this group (notifications and new jobs wait for the commit).
     fn ahead(&self, p: &Published) -> bool {
         !self.created.contains(&*p.job_id)
+    }
+
+    /// Every job this group changed (created ones too), with its events: what
+    /// readers must see until the next checkpoint.
+    fn changes(&self, snapshots: &[Snapshot]) -> HashMap<Arc<str>, Pending> {
+        let mut out: HashMap<Arc<str>, Pending> = snapshots
+            .iter()
+            .map(|s| {
+                let p = Pending {
+                    job: s.job.clone(),
+                    events: Vec::new(),
+                };
+                (s.key.clone(), p)
+            })
+            .collect();
+        for ev in &self.fanout {
+            if let Some(p) = out.get_mut(&ev.job_id) {
+                p.events.push((ev.seq, ev.bytes.clone()));
+            }
+        }
+        out
     }
 }
 
@@ -203,17 +229,26 @@ impl Writer {
         let result = self.apply_group(batch, &mut group);
         let stop = group.stop;
         let mut pushed = Vec::new();
-        let result = result.and_then(|(txn, snapshots)| {
+        let result = result.and_then(|(record, snapshots)| {
             if self.ahead && self.epoch_durable {
                 pushed = self.push_ahead(&group, &snapshots);
             }
             if let Some(d) = self.flush_delay {
                 std::thread::sleep(d);
             }
-            txn.commit().map_err(db_err).map(|()| snapshots)
+            let force = group.stop || group.swept;
+            self.make_durable(record, force)
+                .map(|checkpointed| (snapshots, checkpointed))
         });
         match result {
-            Ok(snapshots) => {
+            Ok((snapshots, checkpointed)) => {
+                if !checkpointed {
+                    let notices = group
+                        .notices
+                        .iter()
+                        .map(|n| (n.job_id.clone(), n.seq, n.bytes.clone()));
+                    self.inflight.settle(group.changes(&snapshots), notices);
+                }
                 self.epoch_durable = true;
                 for s in &snapshots {
                     if s.job.status.is_terminal() {
@@ -227,7 +262,9 @@ impl Writer {
                     snapshots,
                     group.fanout.iter().map(|p| (&p.job_id, p.seq, &p.bytes)),
                 );
-                self.inflight.clear();
+                if checkpointed {
+                    self.inflight.clear();
+                }
                 self.metrics.events_published.add(group.fanout.len() as u64);
                 self.metrics
                     .replay_cache_bytes
@@ -248,7 +285,12 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
                 self.healthy.store(false, Ordering::Release);
-                self.inflight.clear();
+                // The transaction holds this group: drop it; the records since the
+                // checkpoint (acknowledged) are replayed once the store takes
+                // writes again, and readers see them meanwhile (settled).
+                self.txn = None;
+                self.replay = !self.records.is_empty();
+                self.inflight.drop_current();
                 self.take_back(&group, &pushed);
                 for ack in group.acks {
                     ack.fail(&e);
@@ -260,6 +302,66 @@ impl Writer {
             }
         }
         stop
+    }
+
+    /// Makes the group durable: as one journal record (appended and synced), or by
+    /// a checkpoint, which commits the open transaction with this group in it.
+    /// Checkpoints come every [`CHECKPOINT_EVERY`], when the journal passes
+    /// [`JOURNAL_LIMIT`], and for `force` (shutdown; a sweep, which is not
+    /// journaled). Returns whether it checkpointed.
+    fn make_durable(&mut self, record: Vec<u8>, force: bool) -> Result<bool, HubError> {
+        if record.is_empty() && self.records.is_empty() && !force {
+            // Nothing changed since the last checkpoint: let the transaction go.
+            self.txn = None;
+            return Ok(true);
+        }
+        let full = self.journal.len() + record.len() as u64 > JOURNAL_LIMIT;
+        if force || full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint()?;
+            return Ok(true);
+        }
+        if !record.is_empty() {
+            let number = self.journal.append(&record).map_err(io_err)?;
+            self.records.push((number, record));
+        }
+        Ok(false)
+    }
+
+    /// Commits the open transaction (durably) with the number of the last journal
+    /// record it holds; the journal starts over.
+    fn checkpoint(&mut self) -> Result<(), HubError> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
+        let last = self.journal.next_number() - 1;
+        {
+            let mut meta = Tables::open(&txn)?;
+            meta.set_meta(JOURNAL_KEY, last)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.journal.restart(last + 1);
+        self.records.clear();
+        self.last_checkpoint = Instant::now();
+        self.metrics.checkpoints.inc();
+        Ok(())
+    }
+
+    /// After a failure dropped the transaction: replays the records since the last
+    /// checkpoint into a new one and checkpoints it.
+    fn rebuild(&mut self) -> Result<(), HubError> {
+        let txn = self.store.db()?.begin_write().map_err(db_err)?;
+        {
+            let mut t = Tables::open(&txn)?;
+            for (number, payload) in &self.records {
+                t.replay(*number, payload)?;
+            }
+        }
+        self.txn = Some(txn);
+        self.checkpoint()?;
+        self.inflight.clear();
+        self.replay = false;
+        tracing::info!("the records since the last checkpoint are in the store again");
+        Ok(())
     }
 
     /// Pushes the group's events of jobs that existed before it, ahead of the
@@ -356,7 +458,14 @@ impl Writer {
                 return false;
             }
         }
-        match probe_space(&self.data_dir) {
+        let healed = probe_space(&self.data_dir).map_err(io_err).and_then(|()| {
+            if self.replay {
+                self.rebuild()
+            } else {
+                Ok(())
+            }
+        });
+        match healed {
             Ok(()) => {
                 tracing::info!(file = %self.store.path.display(), "the store takes writes again");
                 self.broken = None;
@@ -365,30 +474,38 @@ impl Writer {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the disk has no room yet");
+                self.txn = None;
                 false
             }
         }
     }
 
-    /// Applies a group in one write transaction and returns it uncommitted, with
-    /// the new snapshots of the jobs it changed.
+    /// Applies a group to the open write transaction (begun if none is) and
+    /// returns the group's journal record and the new snapshots of the jobs it
+    /// changed.
     fn apply_group(
         &mut self,
         batch: &mut Vec<Request>,
         group: &mut Group,
-    ) -> Result<(WriteTransaction, Vec<Snapshot>), HubError> {
-        let txn = self.store.db()?.begin_write().map_err(db_err)?;
+    ) -> Result<(Vec<u8>, Vec<Snapshot>), HubError> {
+        let txn = match self.txn.take() {
+            Some(txn) => txn,
+            None => self.store.db()?.begin_write().map_err(db_err)?,
+        };
+        let applied = self.apply_to(&txn, batch, group);
+        self.txn = Some(txn);
+        applied
+    }
+
+    fn apply_to(
+        &mut self,
+        txn: &WriteTransaction,
+        batch: &mut Vec<Request>,
+        group: &mut Group,
+    ) -> Result<(Vec<u8>, Vec<Snapshot>), HubError> {
         let mut snapshots = Vec::with_capacity(group.dirty.len());
+        let mut t = Tables::open(txn)?;
         {
-            let mut t = Tables {
-                jobs: txn.open_table(JOBS).map_err(db_err)?,
-                events: txn.open_table(EVENTS).map_err(db_err)?,
-                idem: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
-                creates: txn.open_table(CREATES).map_err(db_err)?,
-                expiry: txn.open_table(EXPIRY).map_err(db_err)?,
-                notify: txn.open_table(NOTIFY).map_err(db_err)?,
-                notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
-            };
             let now = Timestamp::now();
             for req in batch.drain(..) {
                 match req {
@@ -414,8 +531,10 @@ impl Writer {
                             return Err(e);
                         }
                     },
-                    Request::Sweep => self.sweep(&mut t, now).map_err(db_err)?,
-                    Request::Probe => {}
+                    Request::Sweep => {
+                        group.swept |= self.sweep(&mut t, now).map_err(db_err)?;
+                    }
+                    Request::Probe | Request::Checkpoint => {}
                     Request::Shutdown { reply } => {
                         group.acks.push(Ack::Shutdown(reply));
                         group.stop = true;
@@ -424,14 +543,15 @@ impl Writer {
             }
             if !self.epoch_durable {
                 let epoch = self.epoch.load(Ordering::Acquire);
-                let mut meta = txn.open_table(META).map_err(db_err)?;
-                meta.insert(EPOCH_KEY, epoch).map_err(db_err)?;
+                t.put(Op::Epoch(epoch)).map_err(db_err)?;
             }
             for (id, job) in group.dirty.drain() {
                 let bytes = serde_json::to_vec(&job).map_err(storage)?;
-                t.jobs
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(db_err)?;
+                t.put(Op::Job {
+                    id: id.as_str(),
+                    snapshot: &bytes,
+                })
+                .map_err(db_err)?;
                 snapshots.push(Snapshot {
                     key: Arc::from(id.as_str()),
                     job: Arc::new(job),
@@ -439,7 +559,7 @@ impl Writer {
                 });
             }
         }
-        Ok((txn, snapshots))
+        Ok((t.record, snapshots))
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
@@ -477,9 +597,15 @@ impl Writer {
         }
         let (mut job, created) = apply::create_job(&new, now).map_err(Fail::Abort)?;
         job.epochs = vec![[self.epoch.load(Ordering::Relaxed), 1]];
-        t.events
-            .insert((new.key.as_str(), 1), created.bytes.as_ref())?;
-        t.creates.insert(new.key.as_str(), fingerprint.as_slice())?;
+        t.put(Op::Event {
+            id: &new.key,
+            seq: 1,
+            bytes: &created.bytes,
+        })?;
+        t.put(Op::Create {
+            id: &new.key,
+            fingerprint: &fingerprint,
+        })?;
         group.fanout.push(created);
         group.created.insert(new.key.clone());
         group.dirty.insert(new.key, job.clone());
@@ -508,19 +634,30 @@ impl Writer {
         })?;
         for e in &applied.events {
             let seq = e.published.seq;
-            t.events.insert((job_id, seq), e.published.bytes.as_ref())?;
+            t.put(Op::Event {
+                id: job_id,
+                seq,
+                bytes: &e.published.bytes,
+            })?;
             if let Some(eid) = &e.event_id {
-                t.idem.insert((job_id, eid.as_str()), seq)?;
+                t.put(Op::Idem {
+                    id: job_id,
+                    event_id: eid,
+                    seq,
+                })?;
             }
         }
         if let Some((from, to)) = apply::trim_history(&mut job, self.retention.max_events_per_job) {
-            t.events
-                .retain_in((job_id, from)..(job_id, to), |_, _| false)?;
+            t.put(Op::Trim {
+                id: job_id,
+                from,
+                to,
+            })?;
         }
         let mut notification = None;
         if job.status.is_terminal() && !applied.events.is_empty() {
             let at = now.plus(self.retention.terminal_ttl).as_millis();
-            t.expiry.insert((at, job_id), ())?;
+            t.put(Op::Expiry { at, id: job_id })?;
             // The terminal event is the last one; its creator is notified in the
             // same transaction, so a notification exists iff the event does.
             if let Some(last) = applied.events.last() {
@@ -528,11 +665,17 @@ impl Writer {
                 let head = t.notify_head.get(owner.as_str())?.map_or(0, |v| v.value());
                 let seq = head + 1;
                 let frame = channel::notification_frame(seq, &last.published.bytes);
-                t.notify.insert((owner.as_str(), seq), frame.as_ref())?;
-                t.notify_head.insert(owner.as_str(), seq)?;
+                t.put(Op::Notify {
+                    owner: &owner,
+                    seq,
+                    frame: &frame,
+                })?;
+                t.put(Op::NotifyHead { owner: &owner, seq })?;
                 if seq > channel::NOTIFICATIONS_KEPT {
-                    t.notify
-                        .remove((owner.as_str(), seq - channel::NOTIFICATIONS_KEPT))?;
+                    t.put(Op::Unnotify {
+                        owner: &owner,
+                        seq: seq - channel::NOTIFICATIONS_KEPT,
+                    })?;
                 }
                 notification = Some(Published {
                     job_id: Arc::from(owner.as_str()),
@@ -556,8 +699,9 @@ impl Writer {
         })
     }
 
-    /// Deletes terminal jobs whose expiry time has passed.
-    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<(), redb::StorageError> {
+    /// Deletes terminal jobs whose expiry time has passed (not journaled: returns
+    /// whether it deleted any, and then the group checkpoints).
+    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<bool, redb::StorageError> {
         let mut expired: Vec<(u64, String)> = Vec::new();
         for item in t.expiry.range((0, "")..(now.as_millis(), ""))? {
             let (k, _) = item?;
@@ -578,6 +722,6 @@ impl Writer {
         if !expired.is_empty() {
             tracing::info!(count = expired.len(), "expired terminal jobs deleted");
         }
-        Ok(())
+        Ok(!expired.is_empty())
     }
 }
