@@ -79,6 +79,14 @@ pub(crate) fn run(c: StoreCommand) -> ExitCode {
                                 r.jobs_without_events
                             );
                         }
+                        if let Some(journal) = &r.journal_copy {
+                            println!(
+                                "the journal (the writes since the damaged store's last checkpoint, \
+                                 at most a few hundred milliseconds of them) was not replayed; \
+                                 it is kept at {}",
+                                journal.display()
+                            );
+                        }
                         if let Some(why) = &r.unreadable {
                             println!("nothing could be read from the damaged file ({why}); restore it from a backup if you have one");
                         }

@@ -89,6 +89,9 @@ const JOURNAL_KEY: &str = "journal";
 /// written once holds more events), a longer commit when it comes, and more to
 /// replay after a crash.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Test hook: milliseconds between checkpoints instead of [`CHECKPOINT_EVERY`]
+/// (crash tests that must find the journal holding everything).
+const CHECKPOINT_ENV: &str = "JOBWIRE_TEST_CHECKPOINT_MS";
 /// The journal checkpoints sooner once it holds this many bytes.
 const JOURNAL_LIMIT: u64 = 16 << 20;
 /// Test hook: milliseconds the writer waits between pushing a group and flushing it
@@ -222,6 +225,10 @@ impl Embedded {
             .ok()
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis);
+        let checkpoint_every = std::env::var(CHECKPOINT_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(CHECKPOINT_EVERY, Duration::from_millis);
         let ahead = std::env::var(PUSH_AFTER_FLUSH_ENV).map_or(true, |v| v != "1");
         let store = Arc::new(Store::new(path, db));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -249,6 +256,7 @@ impl Embedded {
             records: Vec::new(),
             replay: false,
             last_checkpoint: std::time::Instant::now(),
+            checkpoint_every,
         };
         std::thread::Builder::new()
             .name("jobwire-writer".into())
@@ -267,7 +275,7 @@ impl Embedded {
             });
             let checkpoint_tx = tx.clone();
             rt.spawn(async move {
-                let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+                let mut tick = tokio::time::interval(checkpoint_every);
                 while !checkpoint_tx.is_closed() {
                     tick.tick().await;
                     // A busy writer checkpoints on its own; never wait for room.

@@ -1,6 +1,7 @@
 //! Crash and restart scripts against the real binary.
 
 mod epochs;
+mod journal;
 
 use crate::support::{seqs, Process, Ws};
 use reqwest::StatusCode;

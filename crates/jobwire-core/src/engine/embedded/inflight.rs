@@ -72,7 +72,8 @@ impl InFlight {
             match l.settled.get_mut(&key) {
                 Some(old) => {
                     let last = old.events.last().map_or(0, |e| e.0);
-                    old.events.extend(p.events.into_iter().filter(|e| e.0 > last));
+                    old.events
+                        .extend(p.events.into_iter().filter(|e| e.0 > last));
                     old.job = p.job;
                 }
                 None => drop(l.settled.insert(key, p)),

@@ -426,7 +426,6 @@ impl Journal {
         self.allocated = target;
         Ok(())
     }
-
 }
 
 #[cfg(test)]

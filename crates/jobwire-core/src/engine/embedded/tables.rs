@@ -50,9 +50,9 @@ impl<'t> Tables<'t> {
         match *op {
             Op::Job { id, snapshot } => drop(self.jobs.insert(id, snapshot)?),
             Op::Event { id, seq, bytes } => drop(self.events.insert((id, seq), bytes)?),
-            Op::Trim { id, from, to } => self
-                .events
-                .retain_in((id, from)..(id, to), |_, _| false)?,
+            Op::Trim { id, from, to } => {
+                self.events.retain_in((id, from)..(id, to), |_, _| false)?
+            }
             Op::Idem { id, event_id, seq } => drop(self.idem.insert((id, event_id), seq)?),
             Op::Create { id, fingerprint } => drop(self.creates.insert(id, fingerprint)?),
             Op::Expiry { at, id } => drop(self.expiry.insert((at, id), ())?),

@@ -148,6 +148,8 @@ pub(super) struct Writer {
     /// and checkpointed before the next group.
     pub(super) replay: bool,
     pub(super) last_checkpoint: Instant,
+    /// [`CHECKPOINT_EVERY`] unless a test says otherwise.
+    pub(super) checkpoint_every: std::time::Duration,
 }
 
 /// Per-group scratch state: snapshots changed in this group, events to fan out and
@@ -316,7 +318,7 @@ impl Writer {
             return Ok(true);
         }
         let full = self.journal.len() + record.len() as u64 > JOURNAL_LIMIT;
-        if force || full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+        if force || full || self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint()?;
             return Ok(true);
         }
