@@ -1,7 +1,7 @@
 //! The writer thread: owns every write to the database. It takes what is queued
 //! (up to [`MAX_BATCH`]), applies it to the open write transaction, makes the
 //! group durable with one journal record and one `fdatasync` (or, every
-//! [`CHECKPOINT_EVERY`], by committing the transaction: a checkpoint), fans the
+//! [`super::CHECKPOINT_EVERY`], by committing the transaction: a checkpoint), fans the
 //! events out and acknowledges the callers.
 
 use super::inflight::{InFlight, Pending};
@@ -9,8 +9,8 @@ use super::journal::{Journal, Op};
 use super::read::read_job;
 use super::tables::Tables;
 use super::{
-    db_err, io_err, storage, Request, Retention, Store, CHECKPOINT_EVERY, JOURNAL_KEY,
-    JOURNAL_LIMIT, MAX_BATCH, PROBE_BYTES, PROBE_INTERVAL,
+    db_err, io_err, storage, Request, Retention, Store, JOURNAL_KEY, JOURNAL_LIMIT, MAX_BATCH,
+    PROBE_BYTES, PROBE_INTERVAL,
 };
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
@@ -148,7 +148,7 @@ pub(super) struct Writer {
     /// and checkpointed before the next group.
     pub(super) replay: bool,
     pub(super) last_checkpoint: Instant,
-    /// [`CHECKPOINT_EVERY`] unless a test says otherwise.
+    /// [`super::CHECKPOINT_EVERY`] unless a test says otherwise.
     pub(super) checkpoint_every: std::time::Duration,
 }
 
@@ -308,7 +308,7 @@ impl Writer {
 
     /// Makes the group durable: as one journal record (appended and synced), or by
     /// a checkpoint, which commits the open transaction with this group in it.
-    /// Checkpoints come every [`CHECKPOINT_EVERY`], when the journal passes
+    /// Checkpoints come every [`super::CHECKPOINT_EVERY`], when the journal passes
     /// [`JOURNAL_LIMIT`], and for `force` (shutdown; a sweep, which is not
     /// journaled). Returns whether it checkpointed.
     fn make_durable(&mut self, record: Vec<u8>, force: bool) -> Result<bool, HubError> {
