@@ -7,7 +7,7 @@
 //! to one open redb write transaction, appends the group's changes to the journal
 //! as one record with one `fdatasync`, and acknowledges the callers (events of
 //! existing jobs are fanned out before that flush, with epochs: see `writer`).
-//! Every [`CHECKPOINT_EVERY`] the transaction is committed (a checkpoint) and the
+//! Every `CHECKPOINT_EVERY` the transaction is committed (a checkpoint) and the
 //! journal starts over; at open, the journal's records after the last checkpoint
 //! are replayed. A refused request changes nothing; a failed flush fails every
 //! request in the group and acknowledges none.
@@ -27,9 +27,11 @@
 //! - `inflight`: what readers see that the last checkpoint does not hold.
 //! - `check`: `jobwire store check` / `repair`.
 //! - `read`: the read paths (snapshots, history, listings, keys).
-//! - `writer`: the writer thread, its group commit and checkpoints.
+//! - `writer`: the writer thread and its group commit.
+//! - `durable`: journal records, checkpoints, and healing after a failed flush.
 
 pub mod check;
+mod durable;
 mod inflight;
 pub mod journal;
 mod read;

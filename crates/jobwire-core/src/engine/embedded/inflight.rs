@@ -208,3 +208,75 @@ pub(crate) fn with_notices(
     }
     page
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(p: &NotificationPage) -> Vec<u64> {
+        p.frames.iter().map(|f| f.0).collect()
+    }
+
+    #[test]
+    fn notifications_since_the_checkpoint_follow_the_stored_ones() {
+        let b = |s: u64| (s, Bytes::from(format!("{{\"seq\":{s}}}")));
+        let stored = NotificationPage {
+            frames: vec![b(2), b(3)],
+            head: 3,
+            start: 2,
+        };
+        // 3 is in both (the reader raced a checkpoint): taken once.
+        let page = with_notices(stored.clone(), vec![b(3), b(4), b(5)], 1, 10);
+        assert_eq!(
+            (frames(&page), page.head, page.start),
+            (vec![2, 3, 4, 5], 5, 2)
+        );
+        let page = with_notices(stored, vec![b(4), b(5)], 1, 3);
+        assert_eq!(
+            (frames(&page), page.head),
+            (vec![2, 3, 4], 5),
+            "limit, head"
+        );
+        let empty = NotificationPage {
+            frames: vec![],
+            head: 0,
+            start: 1,
+        };
+        let page = with_notices(empty, vec![b(1), b(2)], 1, 10);
+        assert_eq!((frames(&page), page.head, page.start), (vec![2], 2, 1));
+    }
+
+    #[test]
+    fn the_current_group_follows_the_settled_ones() {
+        let f = InFlight::default();
+        let ev = |s: u64| (s, Bytes::from(format!("{s}")));
+        let pend = |seq: u64, events: Vec<(u64, Bytes)>| {
+            let mut job = Job::new("j".into(), None, jobwire_proto::Timestamp::now());
+            job.seq = seq;
+            Pending {
+                job: Arc::new(job),
+                events,
+            }
+        };
+        let key: Arc<str> = Arc::from("j");
+        f.settle(
+            HashMap::from([(key.clone(), pend(2, vec![ev(1), ev(2)]))]),
+            std::iter::empty(),
+        );
+        f.settle(
+            HashMap::from([(key.clone(), pend(3, vec![ev(3)]))]),
+            std::iter::empty(),
+        );
+        f.set(HashMap::from([(key.clone(), pend(4, vec![ev(4)]))]));
+        let p = f.get("j").expect("pending");
+        assert_eq!(p.job.seq, 4);
+        assert_eq!(
+            p.events.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        f.drop_current();
+        assert_eq!(f.get("j").expect("settled").job.seq, 3);
+        f.clear();
+        assert!(f.get("j").is_none());
+    }
+}

@@ -248,3 +248,74 @@ impl Listing<'_> {
         Ok(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobwire_proto::{JobStatus, Timestamp};
+
+    fn job(id: &str, seq: u64) -> Job {
+        let mut j = Job::new(id.to_owned(), None, Timestamp::now());
+        j.seq = seq;
+        j
+    }
+
+    /// A store holding `a`, `c`, `e` (seq 1), and what the last checkpoint lacks:
+    /// `b` (new), `c` (seq 5), `f` (new, completed).
+    type Fixture = (tempfile::TempDir, Database, Vec<(Arc<str>, Arc<Job>)>);
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(JOBS).expect("jobs");
+            for id in ["a", "c", "e"] {
+                let bytes = serde_json::to_vec(&job(id, 1)).expect("json");
+                t.insert(id, bytes.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let mut f = job("f", 2);
+        f.status = JobStatus::Completed;
+        let pending = vec![
+            (Arc::from("b"), Arc::new(job("b", 1))),
+            (Arc::from("c"), Arc::new(job("c", 5))),
+            (Arc::from("f"), Arc::new(f)),
+        ];
+        (dir, db, pending)
+    }
+
+    fn page(db: &Database, pending: &[(Arc<str>, Arc<Job>)], q: ListQuery) -> Vec<(String, u64)> {
+        let p = read_list(db, &q, pending.to_vec()).expect("list");
+        p.jobs.into_iter().map(|j| (j.id, j.seq)).collect()
+    }
+
+    #[test]
+    fn listings_merge_what_the_checkpoint_lacks_in_key_order_across_pages() {
+        let (_dir, db, pending) = fixture();
+        let q = |after: Option<&str>| ListQuery {
+            after: after.map(str::to_owned),
+            limit: 2,
+            ..ListQuery::default()
+        };
+        let first = read_list(&db, &q(None), pending.clone()).expect("list");
+        assert_eq!(first.next.as_deref(), Some("b"));
+        assert_eq!(
+            page(&db, &pending, q(None)),
+            [("a".into(), 1), ("b".into(), 1)]
+        );
+        assert_eq!(
+            page(&db, &pending, q(Some("b"))),
+            [("c".into(), 5), ("e".into(), 1)],
+            "the newer snapshot replaces the stored one"
+        );
+        assert_eq!(page(&db, &pending, q(Some("e"))), [("f".into(), 2)]);
+        let done = ListQuery {
+            status: Some(JobStatus::Completed),
+            limit: 10,
+            ..ListQuery::default()
+        };
+        assert_eq!(page(&db, &pending, done), [("f".into(), 2)]);
+    }
+}
