@@ -51,7 +51,7 @@ use crate::registry::Registry;
 use inflight::InFlight;
 use jobwire_proto::{EventInput, Job, Timestamp};
 use read::{read_history, read_job, read_key, read_list, read_notifications, restore_deadlines};
-use redb::{Database, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,8 +72,8 @@ const CREATES: TableDefinition<&str, &[u8]> = TableDefinition::new("creates");
 /// (expiry time in ms, job id) for terminal jobs, swept by the retention task.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
-/// API key id -> key record JSON ([`ApiKey`]). Written outside the writer thread
-/// (key writes are rare; redb serializes them with the group commits).
+/// API key id -> key record JSON ([`ApiKey`]). Written by the writer thread; a
+/// group with a key write checkpoints, so the key is in the store when acknowledged.
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// (owner key, notification seq) -> notification frame JSON (see `crate::channel`).
 const NOTIFY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notifications");
@@ -150,6 +150,17 @@ enum Request {
         reply: oneshot::Sender<Result<Outcome, HubError>>,
     },
     Sweep,
+    /// Stores an API key record (the group checkpoints: auth reads the store).
+    PutKey {
+        key: ApiKey,
+        reply: oneshot::Sender<Result<(), HubError>>,
+    },
+    /// Marks a tenant's key revoked; `false` when it has no such key.
+    RevokeKey {
+        tenant: String,
+        id: String,
+        reply: oneshot::Sender<Result<bool, HubError>>,
+    },
     /// Sent every [`PROBE_INTERVAL`] while unhealthy, so readiness comes back
     /// without traffic.
     Probe,
@@ -194,7 +205,6 @@ impl Embedded {
         let epoch;
         {
             let txn = db.begin_write().map_err(db_err)?;
-            txn.open_table(API_KEYS).map_err(db_err)?;
             let mut t = tables::Tables::open(&txn)?;
             // What the journal holds after the last checkpoint, back in the store.
             let after = t.meta(JOURNAL_KEY)?.unwrap_or(0);
@@ -335,31 +345,6 @@ impl Embedded {
             .map_err(storage)?
     }
 
-    /// Runs `f` in its own durable write transaction on the blocking pool. redb
-    /// allows one write transaction at a time, so this waits for the writer's group.
-    async fn write_keys<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Table<'_, &'static str, &'static [u8]>) -> Result<T, HubError>
-            + Send
-            + 'static,
-    ) -> Result<T, HubError> {
-        if self.closing.load(Ordering::Acquire) {
-            return Err(HubError::ShuttingDown);
-        }
-        let db = self.store.db()?;
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(db_err)?;
-            let out = {
-                let mut table = txn.open_table(API_KEYS).map_err(db_err)?;
-                f(&mut table)?
-            };
-            txn.commit().map_err(db_err)?;
-            Ok(out)
-        })
-        .await
-        .map_err(storage)?
-    }
-
     /// Deletes terminal jobs whose TTL has passed, now (tests and admin use).
     pub async fn sweep_now(&self) -> Result<(), HubError> {
         self.tx
@@ -453,12 +438,7 @@ impl Engine for Embedded {
     }
 
     fn put_key(&self, key: ApiKey) -> BoxFuture<'_, Result<(), HubError>> {
-        Box::pin(self.write_keys(move |t| {
-            let bytes = serde_json::to_vec(&key).map_err(storage)?;
-            t.insert(key.id.as_str(), bytes.as_slice())
-                .map_err(db_err)?;
-            Ok(())
-        }))
+        Box::pin(self.request(|reply| Request::PutKey { key, reply }))
     }
 
     fn key_by_id<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ApiKey>, HubError>> {
@@ -494,15 +474,7 @@ impl Engine for Embedded {
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, HubError>> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        Box::pin(self.write_keys(move |t| {
-            let Some(mut key) = read_key(t, &id)?.filter(|k| k.tenant == tenant) else {
-                return Ok(false);
-            };
-            key.revoked = true;
-            let bytes = serde_json::to_vec(&key).map_err(storage)?;
-            t.insert(id.as_str(), bytes.as_slice()).map_err(db_err)?;
-            Ok(true)
-        }))
+        Box::pin(self.request(|reply| Request::RevokeKey { tenant, id, reply }))
     }
 
     fn notifications<'a>(

@@ -302,6 +302,60 @@ on_both_engines!(
     malformed_unknown_and_forged_keys_get_401,
 );
 
+/// Key writes go through the embedded store's writer like publishes do: while
+/// publishers keep it busy (a write transaction open across groups), a key is
+/// still created, usable at once and revoked at once, within a second each.
+#[tokio::test]
+async fn keys_are_written_promptly_while_publishers_keep_the_store_busy() {
+    let s = std::sync::Arc::new(Server::start_with(secured_opts(Engine::Embedded)).await);
+    let admin = token("acme", "jobs:admin");
+    let worker = token("acme", "jobs:publish jobs:create");
+    let (st, v) = s.post_as(&worker, "/v1/jobs", json!({"id": "busy"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for _ in 0..8 {
+        let (s, worker, stop) = (s.clone(), worker.clone(), stop.clone());
+        publishers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"type": "log", "line": "busy"});
+                let (st, v) = s.post_as(&worker, "/v1/jobs/busy/events", body).await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (id, secret) = create_key(&s, &admin, json!({"label": "busy"})).await;
+        assert_eq!(publish_with_header(&s, &secret, "busy").await.0, StatusCode::OK);
+        let r = s
+            .http
+            .delete(s.url(&format!("/v1/keys/{id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(r.status(), StatusCode::OK);
+        let (st, v) = publish_with_header(&s, &secret, "busy").await;
+        assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "create, use and revoke took {:?} under load",
+            t.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for p in publishers {
+        total += p.await.expect("publisher");
+    }
+    assert!(total > 50, "the publishers kept the writer busy ({total} publishes)");
+}
+
 #[tokio::test]
 async fn key_management_is_refused_in_development_mode() {
     let s = Server::start().await;

@@ -5,7 +5,8 @@
 
 use super::journal::{BadRecord, Op, Ops};
 use super::{
-    db_err, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, META, NOTIFY, NOTIFY_HEAD,
+    db_err, API_KEYS, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, META, NOTIFY,
+    NOTIFY_HEAD,
 };
 use crate::error::HubError;
 use redb::{Table, WriteTransaction};
@@ -18,6 +19,8 @@ pub(super) struct Tables<'t> {
     pub(super) expiry: Table<'t, (u64, &'static str), ()>,
     pub(super) notify: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) notify_head: Table<'t, &'static str, u64>,
+    /// API keys: written by the writer without a journal op (the group checkpoints).
+    pub(super) api_keys: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
     /// The ops put since [`Tables::open`], encoded: the group's journal record.
     pub(super) record: Vec<u8>,
@@ -33,6 +36,7 @@ impl<'t> Tables<'t> {
             expiry: txn.open_table(EXPIRY).map_err(db_err)?,
             notify: txn.open_table(NOTIFY).map_err(db_err)?,
             notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
+            api_keys: txn.open_table(API_KEYS).map_err(db_err)?,
             meta: txn.open_table(META).map_err(db_err)?,
             record: Vec::new(),
         })

@@ -6,7 +6,7 @@
 
 use super::inflight::{InFlight, Pending};
 use super::journal::{Journal, Op};
-use super::read::read_job;
+use super::read::{read_job, read_key};
 use super::tables::Tables;
 use super::{db_err, storage, Request, Retention, Store, MAX_BATCH};
 use crate::channel;
@@ -50,6 +50,8 @@ enum Ack {
         oneshot::Sender<Result<Outcome, HubError>>,
         Result<Outcome, HubError>,
     ),
+    PutKey(oneshot::Sender<Result<(), HubError>>),
+    RevokeKey(oneshot::Sender<Result<bool, HubError>>, bool),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -59,6 +61,8 @@ impl Ack {
         match self {
             Ack::Create(r, _) => drop(r.send(Err(err()))),
             Ack::Publish(r, _) => drop(r.send(Err(err()))),
+            Ack::PutKey(r) => drop(r.send(Err(err()))),
+            Ack::RevokeKey(r, _) => drop(r.send(Err(err()))),
             Ack::Shutdown(r) => drop(r.send(())),
         }
     }
@@ -66,6 +70,8 @@ impl Ack {
         match self {
             Ack::Create(r, v) => drop(r.send(v.map(|c| *c))),
             Ack::Publish(r, v) => drop(r.send(v)),
+            Ack::PutKey(r) => drop(r.send(Ok(()))),
+            Ack::RevokeKey(r, found) => drop(r.send(Ok(found))),
             Ack::Shutdown(r) => drop(r.send(())),
         }
     }
@@ -79,6 +85,8 @@ fn refuse_all(batch: &mut Vec<Request>, e: &HubError) -> bool {
         let ack = match req {
             Request::Create { reply, .. } => Ack::Create(reply, Err(HubError::NotFound)),
             Request::Publish { reply, .. } => Ack::Publish(reply, Err(HubError::NotFound)),
+            Request::PutKey { reply, .. } => Ack::PutKey(reply),
+            Request::RevokeKey { reply, .. } => Ack::RevokeKey(reply, false),
             Request::Sweep | Request::Probe | Request::Checkpoint => continue,
             Request::Shutdown { reply } => {
                 stop = true;
@@ -152,8 +160,9 @@ struct Group {
     notices: Vec<Published>,
     acks: Vec<Ack>,
     stop: bool,
-    /// A sweep deleted jobs (not journaled: the group checkpoints).
-    swept: bool,
+    /// A sweep deleted jobs, or an API key was written (neither is journaled: the
+    /// group checkpoints).
+    must_checkpoint: bool,
 }
 
 impl Group {
@@ -223,7 +232,7 @@ impl Writer {
             if let Some(d) = self.flush_delay {
                 std::thread::sleep(d);
             }
-            let force = group.stop || group.swept;
+            let force = group.stop || group.must_checkpoint;
             self.make_durable(record, force)
                 .map(|checkpointed| (snapshots, checkpointed))
         });
@@ -402,7 +411,28 @@ impl Writer {
                         }
                     },
                     Request::Sweep => {
-                        group.swept |= self.sweep(&mut t, now).map_err(db_err)?;
+                        group.must_checkpoint |= self.sweep(&mut t, now).map_err(db_err)?;
+                    }
+                    Request::PutKey { key, reply } => {
+                        let bytes = serde_json::to_vec(&key).map_err(storage)?;
+                        group.acks.push(Ack::PutKey(reply));
+                        t.api_keys
+                            .insert(key.id.as_str(), bytes.as_slice())
+                            .map_err(db_err)?;
+                        group.must_checkpoint = true;
+                    }
+                    Request::RevokeKey { tenant, id, reply } => {
+                        let found = read_key(&t.api_keys, &id)?.filter(|k| k.tenant == tenant);
+                        let revoked = found.is_some();
+                        if let Some(mut key) = found {
+                            key.revoked = true;
+                            let bytes = serde_json::to_vec(&key).map_err(storage)?;
+                            t.api_keys
+                                .insert(id.as_str(), bytes.as_slice())
+                                .map_err(db_err)?;
+                            group.must_checkpoint = true;
+                        }
+                        group.acks.push(Ack::RevokeKey(reply, revoked));
                     }
                     Request::Probe | Request::Checkpoint => {}
                     Request::Shutdown { reply } => {
