@@ -331,7 +331,10 @@ async fn keys_are_written_promptly_while_publishers_keep_the_store_busy() {
     for _ in 0..3 {
         let t = Instant::now();
         let (id, secret) = create_key(&s, &admin, json!({"label": "busy"})).await;
-        assert_eq!(publish_with_header(&s, &secret, "busy").await.0, StatusCode::OK);
+        assert_eq!(
+            publish_with_header(&s, &secret, "busy").await.0,
+            StatusCode::OK
+        );
         let r = s
             .http
             .delete(s.url(&format!("/v1/keys/{id}")))
@@ -341,7 +344,10 @@ async fn keys_are_written_promptly_while_publishers_keep_the_store_busy() {
             .expect("DELETE");
         assert_eq!(r.status(), StatusCode::OK);
         let (st, v) = publish_with_header(&s, &secret, "busy").await;
-        assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_api_key"));
+        assert_eq!(
+            (st, code(&v)),
+            (StatusCode::UNAUTHORIZED, "invalid_api_key")
+        );
         assert!(
             t.elapsed() < Duration::from_secs(3),
             "create, use and revoke took {:?} under load",
@@ -353,7 +359,10 @@ async fn keys_are_written_promptly_while_publishers_keep_the_store_busy() {
     for p in publishers {
         total += p.await.expect("publisher");
     }
-    assert!(total > 50, "the publishers kept the writer busy ({total} publishes)");
+    assert!(
+        total > 50,
+        "the publishers kept the writer busy ({total} publishes)"
+    );
 }
 
 #[tokio::test]
