@@ -118,7 +118,9 @@ impl Writer {
                 return false;
             }
         }
+        let mut rebuilt = false;
         let healed = probe_space(&self.data_dir).map_err(io_err).and_then(|()| {
+            rebuilt = self.replay;
             if self.replay {
                 self.rebuild()
             } else {
@@ -135,6 +137,13 @@ impl Writer {
             Err(e) => {
                 tracing::debug!(error = %e, "the disk has no room yet");
                 self.txn = None;
+                if rebuilt {
+                    // The replay's commit failed: redb refuses everything after an
+                    // I/O error until it is reopened.
+                    if let Err(re) = self.store.reopen(&mut self.draining) {
+                        tracing::warn!(error = %re, "reopening the store failed; retrying");
+                    }
+                }
                 false
             }
         }
