@@ -34,6 +34,18 @@ async fn create_key(s: &Server, admin: &str, body: Value) -> (String, String) {
     (id, secret)
 }
 
+/// Revokes key `id` as `admin` (`DELETE /v1/keys/{id}`).
+async fn revoke(s: &Server, admin: &str, id: &str) -> (StatusCode, Value) {
+    let r = s
+        .http
+        .delete(s.url(&format!("/v1/keys/{id}")))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("DELETE");
+    decode(r).await
+}
+
 /// Publishes a log line to `job` with `X-Api-Key`.
 async fn publish_with_header(s: &Server, key: &str, job: &str) -> (StatusCode, Value) {
     let r = s
@@ -116,14 +128,7 @@ async fn keys_are_created_listed_used_and_revoked(engine: Engine) {
     assert!(keys[0].get("hash").is_none() && keys[0].get("secret").is_none());
 
     // Revoked: refused with 401 invalid_api_key, listed as revoked.
-    let r = s
-        .http
-        .delete(s.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("DELETE");
-    let (st, v) = decode(r).await;
+    let (st, v) = revoke(&s, &admin, &id).await;
     assert_eq!(
         (st, v["key"]["revoked"].clone()),
         (StatusCode::OK, json!(true)),
@@ -335,14 +340,7 @@ async fn keys_are_written_promptly_while_publishers_keep_the_store_busy() {
             publish_with_header(&s, &secret, "busy").await.0,
             StatusCode::OK
         );
-        let r = s
-            .http
-            .delete(s.url(&format!("/v1/keys/{id}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("DELETE");
-        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(revoke(&s, &admin, &id).await.0, StatusCode::OK);
         let (st, v) = publish_with_header(&s, &secret, "busy").await;
         assert_eq!(
             (st, code(&v)),
@@ -388,14 +386,7 @@ async fn a_key_made_on_one_instance_works_on_another_and_revocation_reaches_it()
     assert_eq!(publish_with_header(&b, &key, "j").await.0, StatusCode::OK);
     let (_, list) = b.get_as(&admin, "/v1/keys").await;
     assert_eq!(list["keys"][0]["id"], id.as_str());
-    let r = a
-        .http
-        .delete(a.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(revoke(&a, &admin, &id).await.0, StatusCode::OK);
     // B cached the record: it must stop accepting the key within the cache TTL.
     let revoked_at = Instant::now();
     loop {

@@ -305,24 +305,8 @@ impl Writer {
     /// flush, after showing them to readers (see `inflight`). Returns the keys
     /// pushed (a failed commit takes them back).
     fn push_ahead(&self, group: &Group, snapshots: &[Snapshot]) -> Vec<Arc<str>> {
-        let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
-        for s in snapshots {
-            if !group.created.contains(&*s.key) {
-                pending.insert(
-                    s.key.clone(),
-                    Pending {
-                        job: s.job.clone(),
-                        events: Vec::new(),
-                    },
-                );
-            }
-        }
-        for ev in group.fanout.iter().filter(|p| group.ahead(p)) {
-            if let Some(p) = pending.get_mut(&ev.job_id) {
-                p.events.push((ev.seq, ev.bytes.clone()));
-            }
-        }
-        pending.retain(|_, p| !p.events.is_empty());
+        let mut pending = group.changes(snapshots);
+        pending.retain(|key, p| !group.created.contains(&**key) && !p.events.is_empty());
         if pending.is_empty() {
             return Vec::new();
         }
