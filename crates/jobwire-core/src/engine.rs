@@ -34,6 +34,8 @@ pub mod apply;
 pub mod embedded;
 pub(crate) mod tail;
 
+pub use tail::{pack_segment, SEGMENT};
+
 use crate::apikey::ApiKey;
 use crate::error::HubError;
 use bytes::Bytes;

@@ -15,6 +15,7 @@
 //! lags the pub/sub stream costs a Redis read, never a wrong page.
 
 use bytes::Bytes;
+use jobwire_core::engine::{pack_segment, SEGMENT};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
@@ -25,6 +26,26 @@ struct Tail {
     /// The seq the next appended event must have.
     next: u64,
     bytes: usize,
+    /// How many of the newest events are not packed into a segment yet.
+    loose: usize,
+}
+
+impl Tail {
+    /// Packs the loose events in segments of [`SEGMENT`] once there are that many
+    /// (all of them with `all`).
+    fn pack(&mut self, all: bool) {
+        while self.loose >= SEGMENT || (all && self.loose > 0) {
+            let n = self.loose.min(SEGMENT);
+            let start = self.events.len() - self.loose;
+            let mut loose: Vec<&mut Bytes> = self
+                .events
+                .range_mut(start..start + n)
+                .map(|(_, b)| b)
+                .collect();
+            pack_segment(&mut loose);
+            self.loose -= n;
+        }
+    }
 }
 
 /// Per-job tails shared by the subscriber (writes) and history reads.
@@ -70,11 +91,13 @@ impl Tails {
         let Ok(mut jobs) = self.jobs.write() else {
             return;
         };
-        let tail = Tail {
+        let mut tail = Tail {
+            loose: events.len(),
             events: events.into(),
             next: last + 1,
             bytes: size,
         };
+        tail.pack(true);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         if let Some(old) = jobs.insert(job.to_owned(), tail) {
             self.bytes.fetch_sub(old.bytes, Ordering::Relaxed);
@@ -96,11 +119,14 @@ impl Tails {
             return;
         }
         tail.events.push_back((seq, bytes.clone()));
+        tail.loose += 1;
+        tail.pack(false);
         tail.next = seq + 1;
         tail.bytes += bytes.len();
         self.bytes.fetch_add(bytes.len(), Ordering::Relaxed);
         while tail.events.len() > self.per_job {
             if let Some((_, b)) = tail.events.pop_front() {
+                tail.loose = tail.loose.min(tail.events.len());
                 tail.bytes -= b.len();
                 self.bytes.fetch_sub(b.len(), Ordering::Relaxed);
             }
@@ -188,5 +214,22 @@ mod tests {
         assert!(!t.has("k"));
         t.seed("empty", Vec::new(), 0);
         assert_eq!(t.page("empty", 1, 0, 10).map(|p| p.len()), Some(0));
+    }
+
+    #[test]
+    fn packed_events_keep_their_bytes() {
+        let t = Tails::new(1 << 20, 200);
+        t.seed("j", (1..=100).map(ev).collect(), 100);
+        for seq in 101..=170 {
+            t.push("j", seq, &ev(seq).1);
+        }
+        let page = t.page("j", 1, 170, 500).unwrap_or_default();
+        assert_eq!(page, (1..=170).map(ev).collect::<Vec<_>>());
+        // The first 64 seeded events share one buffer.
+        let (a, b) = (&page[0].1, &page[63].1);
+        assert_eq!(
+            b.as_ptr() as usize - a.as_ptr() as usize,
+            (1..64).map(|s| ev(s).1.len()).sum::<usize>()
+        );
     }
 }
