@@ -6,13 +6,18 @@
 //! it), every job whose snapshot reads back is copied with the newest run of events
 //! that reads back whole (older ones count as trimmed, so clients get
 //! `history_truncated` rather than a gap), with its idempotency keys, create record
-//! and expiry, plus notifications and API keys, into a fresh `jobwire.redb`.
+//! and expiry, plus notifications and API keys, into a fresh `jobwire.redb`. The
+//! epoch goes on from the highest one the damaged store shows (its counter or any
+//! kept job's epoch boundaries), so positions clients hold from before the repair
+//! never look current to the repaired store.
 
 // The salvage closures return redb's own (large) error, read once and dropped.
 #![allow(clippy::result_large_err)]
 
 use super::store::{self, db_err, quietly, Found};
-use super::{API_KEYS, CREATES, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, NOTIFY, NOTIFY_HEAD};
+use super::{
+    API_KEYS, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, META, NOTIFY, NOTIFY_HEAD,
+};
 use crate::error::HubError;
 use jobwire_proto::Job;
 use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
@@ -170,6 +175,20 @@ fn salvage(src: &Database, dst: &WriteTransaction, out: &mut Repaired) -> Result
         }
         Ok(())
     });
+    let counter = each(|v| {
+        let t = rtxn.open_table(META)?;
+        v.extend(t.get(EPOCH_KEY)?.map(|e| e.value()));
+        Ok(())
+    });
+    let highest = jobs
+        .iter()
+        .flat_map(|(_, j)| j.epochs.iter().map(|e| e[0]))
+        .chain(counter)
+        .max();
+    if let Some(epoch) = highest {
+        let mut t = dst.open_table(META).map_err(db_err)?;
+        t.insert(EPOCH_KEY, epoch).map_err(db_err)?;
+    }
     let mut kept = HashSet::new();
     {
         let mut jt = dst.open_table(JOBS).map_err(db_err)?;
@@ -292,4 +311,45 @@ fn bytes_rows(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobwire_proto::Timestamp;
+
+    /// A store whose epoch counter says `counter` and whose one job was last
+    /// written in epoch `job_epoch`, salvaged into a fresh one: the epoch it keeps.
+    fn salvaged_epoch(counter: Option<u64>, job_epoch: u64) -> Option<u64> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Database::create(dir.path().join("src.redb")).expect("src");
+        let txn = src.begin_write().expect("txn");
+        {
+            let mut job = Job::new("j".into(), None, Timestamp::now());
+            job.epochs = vec![[1, 1], [job_epoch, 1]];
+            let mut jobs = txn.open_table(JOBS).expect("jobs");
+            let bytes = serde_json::to_vec(&job).expect("json");
+            jobs.insert("j", bytes.as_slice()).expect("insert");
+            let mut meta = txn.open_table(META).expect("meta");
+            if let Some(c) = counter {
+                meta.insert(EPOCH_KEY, c).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let dst = Database::create(dir.path().join("dst.redb")).expect("dst");
+        let txn = dst.begin_write().expect("txn");
+        salvage(&src, &txn, &mut Repaired::default()).expect("salvage");
+        txn.commit().expect("commit");
+        let read = dst.begin_read().expect("read");
+        let meta = read.open_table(META).ok()?;
+        let epoch = meta.get(EPOCH_KEY).expect("get").map(|v| v.value());
+        epoch
+    }
+
+    #[test]
+    fn a_salvage_keeps_the_highest_epoch_the_damaged_store_shows() {
+        assert_eq!(salvaged_epoch(Some(7), 5), Some(7), "the counter");
+        assert_eq!(salvaged_epoch(Some(2), 5), Some(5), "a job's boundary");
+        assert_eq!(salvaged_epoch(None, 4), Some(4), "no readable counter");
+    }
 }
