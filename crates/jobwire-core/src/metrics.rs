@@ -117,6 +117,11 @@ pub struct Metrics {
     pub checkpoints: Counter,
     /// Publish call latency, including the durable commit.
     pub publish_latency: Histogram,
+    /// How long the embedded store's writer spends making one group durable as a
+    /// journal record (append + `fdatasync`).
+    pub flush_duration: Histogram,
+    /// How long one checkpoint (a commit of the open transaction) holds the writer.
+    pub checkpoint_duration: Histogram,
 }
 
 impl Metrics {
@@ -225,6 +230,16 @@ impl Metrics {
         self.publish_latency.render(
             "jobwire_publish_duration_seconds",
             "Publish latency including the durable commit.",
+            &mut out,
+        );
+        self.flush_duration.render(
+            "jobwire_store_flush_duration_seconds",
+            "Time to make one group durable as a journal record (embedded engine).",
+            &mut out,
+        );
+        self.checkpoint_duration.render(
+            "jobwire_store_checkpoint_duration_seconds",
+            "Time one checkpoint holds the writer (embedded engine).",
             &mut out,
         );
         out

@@ -40,7 +40,9 @@ impl Writer {
             return Ok(true);
         }
         if !record.is_empty() {
+            let started = Instant::now();
             let number = self.journal.append(&record).map_err(io_err)?;
+            self.metrics.flush_duration.observe(started.elapsed());
             self.records.push((number, record));
         }
         Ok(false)
@@ -52,6 +54,7 @@ impl Writer {
         let Some(txn) = self.txn.take() else {
             return Ok(());
         };
+        let started = Instant::now();
         let last = self.journal.next_number() - 1;
         {
             let mut meta = Tables::open(&txn)?;
@@ -62,6 +65,7 @@ impl Writer {
         self.records.clear();
         self.last_checkpoint = Instant::now();
         self.metrics.checkpoints.inc();
+        self.metrics.checkpoint_duration.observe(started.elapsed());
         Ok(())
     }
 
