@@ -7,7 +7,7 @@ use crate::access::Access;
 use crate::apikey::ApiKey;
 use crate::channel::{self, ProjectCatchUp};
 use crate::children::{self, Offer, ParentFeed};
-use crate::engine::embedded::{Embedded, Retention};
+use crate::engine::embedded::{Durability, Embedded, Retention};
 use crate::engine::{
     Created, Engine, HistoryPage, ListPage, ListQuery, Live, NewJob, NotificationPage, Outcome,
 };
@@ -153,11 +153,18 @@ impl Hub {
     pub fn open_embedded(
         data_dir: PathBuf,
         retention: Retention,
+        durability: Durability,
         config: HubConfig,
     ) -> Result<Arc<Hub>, HubError> {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(metrics.clone()));
-        let engine = Embedded::open(data_dir, retention, registry.clone(), metrics.clone())?;
+        let engine = Embedded::open(
+            data_dir,
+            retention,
+            durability,
+            registry.clone(),
+            metrics.clone(),
+        )?;
         Ok(Hub::new(engine, registry, metrics, config))
     }
 

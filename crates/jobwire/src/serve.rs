@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use jobwire_core::engine::embedded::Retention;
+use jobwire_core::engine::embedded::{Durability, Retention};
 use jobwire_core::metrics::Metrics;
 use jobwire_core::registry::Registry;
 use jobwire_core::{Hub, HubConfig};
@@ -119,6 +119,11 @@ pub(crate) struct ServeArgs {
     /// Events kept per job; older ones are trimmed (clients asking for them get `history_truncated`).
     #[arg(long, env = "JOBWIRE_MAX_EVENTS_PER_JOB", default_value_t = 10_000)]
     max_events_per_job: u64,
+    /// How long the embedded store holds a group of writes open for more before its
+    /// one flush: events reach watchers at once, publish acks wait up to this long
+    /// (fewer flushes, less CPU); `0s` flushes each group as soon as it is applied.
+    #[arg(long, env = "JOBWIRE_FLUSH_WINDOW", default_value = "1ms", value_parser = humantime::parse_duration)]
+    flush_window: Duration,
     /// Memory (MiB) for each job's newest events, so that replays skip the store (embedded engine; 0 = off).
     #[arg(long, env = "JOBWIRE_REPLAY_CACHE_MB", default_value_t = 64)]
     replay_cache_mb: usize,
@@ -311,7 +316,10 @@ pub(crate) async fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     let (hub, engine_name) = match &a.redis_url {
         None => {
-            let hub = Hub::open_embedded(a.data_dir.clone(), retention, hub_config)
+            let durability = Durability {
+                flush_window: a.flush_window,
+            };
+            let hub = Hub::open_embedded(a.data_dir.clone(), retention, durability, hub_config)
                 .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
             (hub, "embedded")
         }

@@ -26,6 +26,7 @@ pub(crate) fn embedded() -> Embedded {
             Hub::open_embedded(
                 dir.path().to_path_buf(),
                 Retention::default(),
+                Default::default(),
                 HubConfig::default(),
             )
         })

@@ -114,6 +114,27 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes the space probe writes (and fsyncs, and deletes) next to the store.
 const PROBE_BYTES: usize = 1 << 20;
 
+/// How long a group of writes stays open for more before its flush, by default
+/// (see `writer`): publish acks wait up to this much longer, for fewer flushes.
+pub const FLUSH_WINDOW: Duration = Duration::from_millis(1);
+
+/// Settings of the embedded engine's durable write path.
+#[derive(Debug, Clone, Copy)]
+pub struct Durability {
+    /// How long a group of writes stays open for more before its one flush (the
+    /// events are pushed to watchers as they come; only the acks wait). Zero:
+    /// each group is what was queued when the writer took it.
+    pub flush_window: Duration,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            flush_window: FLUSH_WINDOW,
+        }
+    }
+}
+
 /// Retention settings shared by all engines.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -195,6 +216,7 @@ impl Embedded {
     pub fn open(
         data_dir: PathBuf,
         retention: Retention,
+        durability: Durability,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Embedded>, HubError> {
@@ -269,6 +291,7 @@ impl Embedded {
             replay: false,
             last_checkpoint: std::time::Instant::now(),
             checkpoint_every,
+            flush_window: durability.flush_window,
         };
         std::thread::Builder::new()
             .name("jobwire-writer".into())

@@ -2,6 +2,7 @@
 
 mod epochs;
 mod journal;
+mod window;
 
 use crate::support::{seqs, Process, Ws};
 use reqwest::StatusCode;

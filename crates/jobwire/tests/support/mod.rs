@@ -419,7 +419,8 @@ async fn open_hub(opts: &Options, dir: &Path) -> std::sync::Arc<Hub> {
         if opts.engine == Engine::EmbeddedStoreReads {
             retention.replay_cache_bytes = 0;
         }
-        return Hub::open_embedded(dir.to_path_buf(), retention, opts.hub).expect("open hub");
+        return Hub::open_embedded(dir.to_path_buf(), retention, Default::default(), opts.hub)
+            .expect("open hub");
     }
     let url = opts
         .redis_url
@@ -432,7 +433,9 @@ async fn open_hub(opts: &Options, dir: &Path) -> std::sync::Arc<Hub> {
         tls: opts.redis_tls.clone(),
         prefix: opts.prefix.clone().unwrap_or_else(unique_prefix),
         retention: opts.retention,
-        command_timeout: Duration::from_millis(500),
+        // The production default: a tighter one turned a loaded CI machine's slow
+        // replies into `storage_unavailable` (close 1011) in the reconnect storm.
+        command_timeout: Duration::from_secs(2),
         sharded_pubsub: opts.sharded_pubsub,
     };
     let engine = jobwire_redis::RedisEngine::connect(config, registry.clone(), metrics.clone())

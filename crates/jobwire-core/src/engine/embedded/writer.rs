@@ -3,6 +3,15 @@
 //! group durable with one journal record and one `fdatasync` (or, every
 //! [`super::CHECKPOINT_EVERY`], by committing the transaction: a checkpoint), fans the
 //! events out and acknowledges the callers.
+//!
+//! # The flush window
+//! A group stays open for up to the flush window after its first request: what
+//! arrives meanwhile is applied and its events pushed as it comes (watchers do not
+//! wait), and the whole group is flushed once at the end, so publishers' acks wait
+//! up to the window for one `fdatasync` shared by more requests. The window closes
+//! early for a group with anything that waits for its flush (a new job, an owner's
+//! notification; every push after a failed flush), that asks for a checkpoint or
+//! a stop, that is full, or when a checkpoint is due.
 
 use super::inflight::{InFlight, Pending};
 use super::journal::{Journal, Op};
@@ -23,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Outcome of one request inside a group: refused (reply now, nothing changed) or a
@@ -142,15 +151,28 @@ pub(super) struct Writer {
     pub(super) replay: bool,
     pub(super) last_checkpoint: Instant,
     /// [`super::CHECKPOINT_EVERY`] unless a test says otherwise.
-    pub(super) checkpoint_every: std::time::Duration,
+    pub(super) checkpoint_every: Duration,
+    /// How long a group stays open for more requests (see the module docs).
+    pub(super) flush_window: Duration,
 }
 
 /// Per-group scratch state: snapshots changed in this group, events to fan out and
 /// replies to send once the commit is durable.
 #[derive(Default)]
 struct Group {
-    /// Jobs changed in this group, as they now are.
+    /// Jobs changed by the requests being applied, as they now are.
     dirty: HashMap<String, Job>,
+    /// Jobs changed by the requests applied before (one snapshot per job, the
+    /// newest), and where each one is.
+    snapshots: Vec<Snapshot>,
+    at: HashMap<Arc<str>, usize>,
+    /// Requests taken into this group.
+    requests: usize,
+    /// The group's journal record so far.
+    record: Vec<u8>,
+    /// Its events were pushed ahead of the flush (`fanout[..pushed]` so far).
+    ahead: bool,
+    pushed: usize,
     /// Jobs created in this group: their events wait for the flush (a channel
     /// listing reads the store, so a job must be in it before it is announced).
     created: HashSet<String>,
@@ -172,10 +194,27 @@ impl Group {
         !self.created.contains(&*p.job_id)
     }
 
+    /// The newest snapshot of a job an earlier part of this group changed.
+    fn snapshot(&self, id: &str) -> Option<&Arc<Job>> {
+        self.at.get(id).map(|&i| &self.snapshots[i].job)
+    }
+
+    /// Keeps `s` as the job's newest snapshot in this group.
+    fn keep(&mut self, s: Snapshot) {
+        match self.at.get(&s.key) {
+            Some(&i) => self.snapshots[i] = s,
+            None => {
+                self.at.insert(s.key.clone(), self.snapshots.len());
+                self.snapshots.push(s);
+            }
+        }
+    }
+
     /// Every job this group changed (created ones too), with its events: what
     /// readers must see until the next checkpoint.
-    fn changes(&self, snapshots: &[Snapshot]) -> HashMap<Arc<str>, Pending> {
-        let mut out: HashMap<Arc<str>, Pending> = snapshots
+    fn changes(&self) -> HashMap<Arc<str>, Pending> {
+        let mut out: HashMap<Arc<str>, Pending> = self
+            .snapshots
             .iter()
             .map(|s| {
                 let p = Pending {
@@ -194,26 +233,56 @@ impl Group {
     }
 }
 
+/// Takes what is queued into `batch`, up to [`MAX_BATCH`] requests in the group.
+fn take_queued(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, taken: usize) {
+    while taken + batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Waits up to `left` for the next request (`None`: the time passed, or the queue
+/// closed).
+fn recv_within(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut mpsc::Receiver<Request>,
+    left: Duration,
+) -> Option<Request> {
+    // The timer is made inside the runtime (it needs its time driver).
+    rt.block_on(async { tokio::time::timeout(left, rx.recv()).await })
+        .ok()
+        .flatten()
+}
+
 impl Writer {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        // The flush window's timed waits; without a timer the window is off.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no timer for the flush window; it is off"))
+            .ok();
         let mut batch = Vec::with_capacity(64);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            if self.commit_group(&mut batch) {
+            take_queued(&mut rx, &mut batch, 0);
+            if self.commit_group(&mut batch, &mut rx, rt.as_ref()) {
                 break;
             }
         }
         tracing::debug!("writer thread stopped");
     }
 
-    /// Applies and commits one group. Returns true when asked to stop.
-    fn commit_group(&mut self, batch: &mut Vec<Request>) -> bool {
+    /// Applies `batch`, then what comes within the flush window (see the module
+    /// docs), and commits it all as one group. Returns true when asked to stop.
+    fn commit_group(
+        &mut self,
+        batch: &mut Vec<Request>,
+        rx: &mut mpsc::Receiver<Request>,
+        rt: Option<&tokio::runtime::Runtime>,
+    ) -> bool {
         if !self.probe() {
             let e = self.broken.as_ref().map_or_else(
                 || HubError::Storage("store unavailable".into()),
@@ -221,32 +290,56 @@ impl Writer {
             );
             return refuse_all(batch, &e);
         }
-        let mut group = Group::default();
-        let result = self.apply_group(batch, &mut group);
-        let stop = group.stop;
-        let mut pushed = Vec::new();
-        let result = result.and_then(|(record, snapshots)| {
-            if self.ahead && self.epoch_durable {
-                pushed = self.push_ahead(&group, &snapshots);
+        let opened = Instant::now();
+        let mut group = Group {
+            ahead: self.ahead && self.epoch_durable,
+            ..Group::default()
+        };
+        let mut pushed = HashSet::new();
+        let applied = loop {
+            group.requests += batch.len();
+            if let Err(e) = self.apply_group(batch, &mut group) {
+                break Err(e);
             }
+            if group.ahead {
+                pushed.extend(self.push_ahead(&mut group));
+            }
+            let Some(rt) = rt.filter(|_| self.window_open(&group)) else {
+                break Ok(());
+            };
+            let left = self.flush_window.saturating_sub(opened.elapsed());
+            if left.is_zero() {
+                break Ok(());
+            }
+            match recv_within(rt, rx, left) {
+                Some(next) => {
+                    batch.push(next);
+                    take_queued(rx, batch, group.requests);
+                }
+                None => break Ok(()),
+            }
+        };
+        let stop = group.stop;
+        let result = applied.and_then(|()| {
+            let record = std::mem::take(&mut group.record);
             // Only a group with writes to flush waits (not the checkpoint ticks).
             if let Some(d) = self.flush_delay.filter(|_| !record.is_empty()) {
                 std::thread::sleep(d);
             }
             let force = group.stop || group.must_checkpoint;
             self.make_durable(record, force)
-                .map(|checkpointed| (snapshots, checkpointed))
         });
         match result {
-            Ok((snapshots, checkpointed)) => {
+            Ok(checkpointed) => {
                 if !checkpointed {
                     let notices = group
                         .notices
                         .iter()
                         .map(|n| (n.job_id.clone(), n.seq, n.bytes.clone()));
-                    self.inflight.settle(group.changes(&snapshots), notices);
+                    self.inflight.settle(group.changes(), notices);
                 }
                 self.epoch_durable = true;
+                let snapshots = std::mem::take(&mut group.snapshots);
                 for s in &snapshots {
                     if s.job.status.is_terminal() {
                         self.cache.remove(&*s.key);
@@ -267,7 +360,7 @@ impl Writer {
                     .replay_cache_bytes
                     .set(self.tail.bytes() as i64);
                 for ev in &group.fanout {
-                    if pushed.is_empty() || !group.ahead(ev) {
+                    if !group.ahead || !group.ahead(ev) {
                         self.registry.broadcast(ev);
                     }
                 }
@@ -288,6 +381,7 @@ impl Writer {
                 self.txn = None;
                 self.replay = !self.records.is_empty();
                 self.inflight.drop_current();
+                let pushed: Vec<Arc<str>> = pushed.into_iter().collect();
                 self.take_back(&group, &pushed);
                 for ack in group.acks {
                     ack.fail(&e);
@@ -301,20 +395,40 @@ impl Writer {
         stop
     }
 
-    /// Pushes the group's events of jobs that existed before it, ahead of the
-    /// flush, after showing them to readers (see `inflight`). Returns the keys
-    /// pushed (a failed commit takes them back).
-    fn push_ahead(&self, group: &Group, snapshots: &[Snapshot]) -> Vec<Arc<str>> {
-        let mut pending = group.changes(snapshots);
-        pending.retain(|key, p| !group.created.contains(&**key) && !p.events.is_empty());
-        if pending.is_empty() {
+    /// Whether the group may wait for more requests: everything in it was pushed
+    /// ahead of its flush (no new job, no notification: those wait for the flush),
+    /// it needs no checkpoint or stop, has room, and a checkpoint is not due.
+    fn window_open(&self, group: &Group) -> bool {
+        group.ahead
+            && group.created.is_empty()
+            && group.notices.is_empty()
+            && !self.flush_window.is_zero()
+            && !group.stop
+            && !group.must_checkpoint
+            && group.requests < MAX_BATCH
+            && self.last_checkpoint.elapsed() < self.checkpoint_every
+    }
+
+    /// Pushes the group's events not pushed yet of jobs that existed before it,
+    /// ahead of the flush, after showing the whole group to readers (see
+    /// `inflight`). Returns the keys pushed (a failed commit takes them back).
+    fn push_ahead(&self, group: &mut Group) -> Vec<Arc<str>> {
+        let fresh = &group.fanout[group.pushed..];
+        if !fresh.iter().any(|p| group.ahead(p)) {
             return Vec::new();
         }
-        let keys: Vec<Arc<str>> = pending.keys().cloned().collect();
+        let mut pending = group.changes();
+        pending.retain(|key, p| !group.created.contains(&**key) && !p.events.is_empty());
+        let keys: Vec<Arc<str>> = fresh
+            .iter()
+            .filter(|p| group.ahead(p))
+            .map(|p| p.job_id.clone())
+            .collect();
         self.inflight.set(pending);
-        for ev in group.fanout.iter().filter(|p| group.ahead(p)) {
+        for ev in fresh.iter().filter(|p| group.ahead(p)) {
             self.registry.broadcast(ev);
         }
+        group.pushed = group.fanout.len();
         keys
     }
 
@@ -344,14 +458,10 @@ impl Writer {
         }
     }
 
-    /// Applies a group to the open write transaction (begun if none is) and
-    /// returns the group's journal record and the new snapshots of the jobs it
-    /// changed.
-    fn apply_group(
-        &mut self,
-        batch: &mut Vec<Request>,
-        group: &mut Group,
-    ) -> Result<(Vec<u8>, Vec<Snapshot>), HubError> {
+    /// Applies `batch` to the open write transaction (begun if none is), adding
+    /// its ops to the group's journal record and the new snapshots of the jobs it
+    /// changed to the group's.
+    fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
         let txn = match self.txn.take() {
             Some(txn) => txn,
             None => self.store.db()?.begin_write().map_err(db_err)?,
@@ -366,8 +476,7 @@ impl Writer {
         txn: &WriteTransaction,
         batch: &mut Vec<Request>,
         group: &mut Group,
-    ) -> Result<(Vec<u8>, Vec<Snapshot>), HubError> {
-        let mut snapshots = Vec::with_capacity(group.dirty.len());
+    ) -> Result<(), HubError> {
         let mut t = Tables::open(txn)?;
         {
             let now = Timestamp::now();
@@ -430,27 +539,35 @@ impl Writer {
                 let epoch = self.epoch.load(Ordering::Acquire);
                 t.put(Op::Epoch(epoch)).map_err(db_err)?;
             }
-            for (id, job) in group.dirty.drain() {
+            for (id, job) in std::mem::take(&mut group.dirty) {
                 let bytes = serde_json::to_vec(&job).map_err(storage)?;
                 t.put(Op::Job {
                     id: id.as_str(),
                     snapshot: &bytes,
                 })
                 .map_err(db_err)?;
-                snapshots.push(Snapshot {
+                group.keep(Snapshot {
                     key: Arc::from(id.as_str()),
                     job: Arc::new(job),
                     size: bytes.len(),
                 });
             }
         }
-        Ok((t.record, snapshots))
+        if group.record.is_empty() {
+            group.record = std::mem::take(&mut t.record);
+        } else {
+            group.record.extend_from_slice(&t.record);
+        }
+        Ok(())
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
     fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
         if let Some(j) = group.dirty.get(id) {
             return Ok(Some(j.clone()));
+        }
+        if let Some(j) = group.snapshot(id) {
+            return Ok(Some((**j).clone()));
         }
         if let Some(j) = self.cache.get(id) {
             return Ok(Some((**j).clone()));
