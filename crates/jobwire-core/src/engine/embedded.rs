@@ -28,11 +28,15 @@
 //! - `check`: `jobwire store check` / `repair`.
 //! - `read`: the read paths (snapshots, history, listings, keys).
 //! - `writer`: the writer thread and its group commit.
+//! - `group`: one group's changes and held-back replies.
+//! - `intake`: how the writer takes requests, and waits for more in a flush window.
 //! - `durable`: journal records, checkpoints, and healing after a failed flush.
 
 pub mod check;
 mod durable;
+mod group;
 mod inflight;
+mod intake;
 pub mod journal;
 mod read;
 pub mod store;
