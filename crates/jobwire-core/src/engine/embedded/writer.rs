@@ -302,59 +302,14 @@ impl Writer {
         let mut t = Tables::open(txn)?;
         {
             let now = Timestamp::now();
-            for req in batch.drain(..) {
-                match req {
-                    Request::Create { job, reply } => match self.create(&mut t, group, job, now) {
-                        Ok(c) => group.acks.push(Ack::Create(reply, Ok(Box::new(c)))),
-                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Create(reply, Err(e))),
-                        Err(Fail::Abort(e)) => {
-                            group.acks.push(Ack::Create(reply, Err(HubError::NotFound)));
-                            return Err(e);
-                        }
-                    },
-                    Request::Publish {
-                        job_id,
-                        events,
-                        reply,
-                    } => match self.publish(&mut t, group, &job_id, events, now) {
-                        Ok(seqs) => group.acks.push(Ack::Publish(reply, Ok(seqs))),
-                        Err(Fail::Refuse(e)) => group.acks.push(Ack::Publish(reply, Err(e))),
-                        Err(Fail::Abort(e)) => {
-                            group
-                                .acks
-                                .push(Ack::Publish(reply, Err(HubError::NotFound)));
-                            return Err(e);
-                        }
-                    },
-                    Request::Sweep => {
-                        group.must_checkpoint |= self.sweep(&mut t, now).map_err(db_err)?;
-                    }
-                    Request::PutKey { key, reply } => {
-                        let bytes = serde_json::to_vec(&key).map_err(storage)?;
-                        group.acks.push(Ack::PutKey(reply));
-                        t.api_keys
-                            .insert(key.id.as_str(), bytes.as_slice())
-                            .map_err(db_err)?;
-                        group.must_checkpoint = true;
-                    }
-                    Request::RevokeKey { tenant, id, reply } => {
-                        let found = read_key(&t.api_keys, &id)?.filter(|k| k.tenant == tenant);
-                        let revoked = found.is_some();
-                        if let Some(mut key) = found {
-                            key.revoked = true;
-                            let bytes = serde_json::to_vec(&key).map_err(storage)?;
-                            t.api_keys
-                                .insert(id.as_str(), bytes.as_slice())
-                                .map_err(db_err)?;
-                            group.must_checkpoint = true;
-                        }
-                        group.acks.push(Ack::RevokeKey(reply, revoked));
-                    }
-                    Request::Probe | Request::Checkpoint => {}
-                    Request::Shutdown { reply } => {
-                        group.acks.push(Ack::Shutdown(reply));
-                        group.stop = true;
-                    }
+            let mut queue = batch.drain(..);
+            while let Some(req) = queue.next() {
+                if let Err(e) = self.apply_one(&mut t, group, req, now) {
+                    // The requests after it fail with the group's error (see
+                    // `refuse_all`), not as if the writer were gone.
+                    let unreached: Vec<Request> = queue.collect();
+                    batch.extend(unreached);
+                    return Err(e);
                 }
             }
             if !self.epoch_durable {
@@ -379,6 +334,70 @@ impl Writer {
             group.record = std::mem::take(&mut t.record);
         } else {
             group.record.extend_from_slice(&t.record);
+        }
+        Ok(())
+    }
+
+    /// Applies one request of the group; an error aborts the whole group.
+    fn apply_one(
+        &mut self,
+        t: &mut Tables<'_>,
+        group: &mut Group,
+        req: Request,
+        now: Timestamp,
+    ) -> Result<(), HubError> {
+        match req {
+            Request::Create { job, reply } => match self.create(t, group, job, now) {
+                Ok(c) => group.acks.push(Ack::Create(reply, Ok(Box::new(c)))),
+                Err(Fail::Refuse(e)) => group.acks.push(Ack::Create(reply, Err(e))),
+                Err(Fail::Abort(e)) => {
+                    group.acks.push(Ack::Create(reply, Err(HubError::NotFound)));
+                    return Err(e);
+                }
+            },
+            Request::Publish {
+                job_id,
+                events,
+                reply,
+            } => match self.publish(t, group, &job_id, events, now) {
+                Ok(seqs) => group.acks.push(Ack::Publish(reply, Ok(seqs))),
+                Err(Fail::Refuse(e)) => group.acks.push(Ack::Publish(reply, Err(e))),
+                Err(Fail::Abort(e)) => {
+                    group
+                        .acks
+                        .push(Ack::Publish(reply, Err(HubError::NotFound)));
+                    return Err(e);
+                }
+            },
+            Request::Sweep => {
+                group.must_checkpoint |= self.sweep(t, now).map_err(db_err)?;
+            }
+            Request::PutKey { key, reply } => {
+                let bytes = serde_json::to_vec(&key).map_err(storage)?;
+                group.acks.push(Ack::PutKey(reply));
+                t.api_keys
+                    .insert(key.id.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+                group.must_checkpoint = true;
+            }
+            Request::RevokeKey { tenant, id, reply } => {
+                let found = read_key(&t.api_keys, &id)?.filter(|k| k.tenant == tenant);
+                let revoked = found.is_some();
+                if let Some(mut key) = found {
+                    key.revoked = true;
+                    let bytes = serde_json::to_vec(&key).map_err(storage)?;
+                    t.api_keys
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(db_err)?;
+                    group.must_checkpoint = true;
+                }
+                group.acks.push(Ack::RevokeKey(reply, revoked));
+            }
+            Request::Probe | Request::Checkpoint => {}
+            Request::Shutdown { reply } => {
+                group.acks.push(Ack::Shutdown(reply));
+                group.stop = true;
+            }
         }
         Ok(())
     }
