@@ -297,9 +297,22 @@ impl Embedded {
             checkpoint_every,
             flush_window: durability.flush_window,
         };
+        let sick = healthy.clone();
         std::thread::Builder::new()
             .name("jobwire-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(move || writer.run(rx));
+                if std::panic::catch_unwind(run).is_err() {
+                    // A bug, never input: say so, and stop answering ready so that
+                    // the orchestrator restarts the process (the journal has every
+                    // acknowledged write).
+                    sick.store(false, Ordering::Release);
+                    tracing::error!(
+                        "the store's writer thread panicked; writes fail with \
+                         storage_unavailable and /readyz answers 503 until jobwire restarts"
+                    );
+                }
+            })
             .map_err(db_err)?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let sweep_tx = tx.clone();
@@ -358,8 +371,18 @@ impl Embedded {
         self.tx
             .send(make(reply))
             .await
-            .map_err(|_| HubError::ShuttingDown)?;
-        rx.await.map_err(|_| HubError::ShuttingDown)?
+            .map_err(|_| self.writer_gone())?;
+        rx.await.map_err(|_| self.writer_gone())?
+    }
+
+    /// The error of a write the writer thread will never answer: shutting down, or
+    /// the thread is gone (a panic; see `open`).
+    fn writer_gone(&self) -> HubError {
+        if self.closing.load(Ordering::Acquire) {
+            HubError::ShuttingDown
+        } else {
+            HubError::Storage("the store's writer thread stopped; restart jobwire".into())
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -545,7 +568,9 @@ impl Engine for Embedded {
     }
 
     fn is_ready(&self) -> bool {
-        !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+        !self.closing.load(Ordering::Acquire)
+            && self.healthy.load(Ordering::Acquire)
+            && !self.tx.is_closed()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
