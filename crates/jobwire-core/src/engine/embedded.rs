@@ -296,6 +296,8 @@ impl Embedded {
             last_checkpoint: std::time::Instant::now(),
             checkpoint_every,
             flush_window: durability.flush_window,
+            window_misses: 0,
+            window_skips: 0,
         };
         let sick = healthy.clone();
         std::thread::Builder::new()

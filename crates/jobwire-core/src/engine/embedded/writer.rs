@@ -11,7 +11,9 @@
 //! up to the window for one `fdatasync` shared by more requests. The window closes
 //! early for a group with anything that waits for its flush (a new job, an owner's
 //! notification; every push after a failed flush), that asks for a checkpoint or
-//! a stop, that is full, or when a checkpoint is due.
+//! a stop, that already holds 16 requests, or when a checkpoint is due. Under
+//! light traffic (three windows in a row caught nothing) groups stop waiting, but
+//! for one in eight, until a window catches a request again.
 
 use super::group::{refuse_all, Ack, Fail, Group};
 use super::inflight::InFlight;
@@ -42,6 +44,11 @@ use tokio::sync::mpsc;
 /// speed) queue up while the writer flushes; waiting for more would only add
 /// their latency (ingest at concurrency 64 lost 10-15 % with no such limit).
 const WINDOW_ENOUGH: usize = 16;
+/// After this many windows in a row that caught no request, traffic is light:
+/// waiting only delays acks. Groups then wait only one time in [`WINDOW_PROBE`],
+/// until a window catches one again.
+const WINDOW_IDLE: u32 = 3;
+const WINDOW_PROBE: u32 = 8;
 
 /// The writer thread's state. Owns every write to the database.
 pub(super) struct Writer {
@@ -90,6 +97,10 @@ pub(super) struct Writer {
     pub(super) checkpoint_every: Duration,
     /// How long a group stays open for more requests (see the module docs).
     pub(super) flush_window: Duration,
+    /// Windows in a row that waited and caught nothing, and groups since that did
+    /// not wait (see [`WINDOW_IDLE`]).
+    pub(super) window_misses: u32,
+    pub(super) window_skips: u32,
 }
 
 impl Writer {
@@ -122,6 +133,7 @@ impl Writer {
             ..Group::default()
         };
         let mut pushed = HashSet::new();
+        let (mut waited, mut caught) = (false, false);
         let applied = loop {
             group.requests += batch.len();
             if let Err(e) = self.apply_group(batch, &mut group) {
@@ -130,17 +142,24 @@ impl Writer {
             if group.ahead {
                 pushed.extend(self.push_ahead(&mut group));
             }
-            if !self.window_open(&group) {
+            if !self.window_open(&group) || (!waited && !self.window_worth()) {
                 break Ok(());
             }
+            waited = true;
             match intake.next_before(closes) {
                 Some(next) => {
+                    caught = true;
                     batch.push(next);
                     intake.take_queued(batch, group.requests);
                 }
                 None => break Ok(()),
             }
         };
+        if caught {
+            (self.window_misses, self.window_skips) = (0, 0);
+        } else if waited {
+            self.window_misses = self.window_misses.saturating_add(1);
+        }
         let stop = group.stop;
         let result = applied.and_then(|()| {
             let record = std::mem::take(&mut group.record);
@@ -217,11 +236,15 @@ impl Writer {
         stop
     }
 
-    /// Whether the group may wait for more requests: everything in it was pushed
-    /// ahead of its flush (no new job, no notification: those wait for the flush),
-    /// it needs no checkpoint or stop, is still small, and a checkpoint is not due.
+    /// Whether the group may wait for more requests: it wrote something, all of
+    /// it was pushed ahead of its flush (no new job, no notification: those wait
+    /// for the flush), it needs no checkpoint or stop, is still small, and a
+    /// checkpoint is not due.
     fn window_open(&self, group: &Group) -> bool {
-        group.ahead
+        // A group that wrote nothing (a checkpoint or probe tick, a sweep that
+        // deleted nothing) has no flush to share.
+        !group.record.is_empty()
+            && group.ahead
             && group.created.is_empty()
             && group.notices.is_empty()
             && !self.flush_window.is_zero()
@@ -229,6 +252,16 @@ impl Writer {
             && !group.must_checkpoint
             && group.requests < WINDOW_ENOUGH
             && self.last_checkpoint.elapsed() < self.checkpoint_every
+    }
+
+    /// Whether this group's window is worth waiting for: always, unless the last
+    /// [`WINDOW_IDLE`] caught nothing; then one group in [`WINDOW_PROBE`].
+    fn window_worth(&mut self) -> bool {
+        if self.window_misses < WINDOW_IDLE {
+            return true;
+        }
+        self.window_skips = self.window_skips.wrapping_add(1);
+        self.window_skips % WINDOW_PROBE == 0
     }
 
     /// Pushes the group's events not pushed yet of jobs that existed before it,
