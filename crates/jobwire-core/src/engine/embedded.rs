@@ -103,6 +103,9 @@ const JOURNAL_LIMIT: u64 = 16 << 20;
 /// Test hook: milliseconds the writer waits between pushing a group and flushing it
 /// (a window for crash tests).
 const FLUSH_DELAY_ENV: &str = "JOBWIRE_TEST_FLUSH_DELAY_MS";
+/// Test hook: the writer thread panics when it applies a publish to a job whose
+/// key ends with this (a bug's stand-in, to test what a dead writer looks like).
+const PANIC_ON_ENV: &str = "JOBWIRE_TEST_WRITER_PANIC_ON";
 /// `1`: push events only after their flush (the behaviour before epochs; for
 /// comparisons).
 const PUSH_AFTER_FLUSH_ENV: &str = "JOBWIRE_PUSH_AFTER_FLUSH";
@@ -289,6 +292,7 @@ impl Embedded {
             ahead,
             inflight: inflight.clone(),
             flush_delay,
+            panic_on: std::env::var(PANIC_ON_ENV).ok().filter(|v| !v.is_empty()),
             txn: None,
             journal,
             records: Vec::new(),

@@ -3,6 +3,7 @@
 mod epochs;
 mod journal;
 mod window;
+mod writer_panic;
 
 use crate::support::{seqs, Process, Ws};
 use reqwest::StatusCode;

@@ -83,6 +83,8 @@ pub(super) struct Writer {
     pub(super) inflight: Arc<InFlight>,
     /// Test hook: a pause between the push and the flush (a crash window).
     pub(super) flush_delay: Option<std::time::Duration>,
+    /// Test hook: panic on a publish to a job whose key ends with this.
+    pub(super) panic_on: Option<String>,
     /// The write transaction holding every group since the last checkpoint.
     pub(super) txn: Option<WriteTransaction>,
     pub(super) journal: Journal,
@@ -496,6 +498,9 @@ impl Writer {
         inputs: Vec<EventInput>,
         now: Timestamp,
     ) -> Result<Outcome, Fail> {
+        if let Some(p) = self.panic_on.as_deref().filter(|p| job_id.ends_with(p)) {
+            panic!("JOBWIRE_TEST_WRITER_PANIC_ON={p}: a publish to {job_id}");
+        }
         let mut job = self
             .load(t, group, job_id)?
             .ok_or(Fail::Refuse(HubError::NotFound))?;
