@@ -50,9 +50,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What every handler shares.
+/// What every handler shares: cloned per request by axum's `State`, so it is one
+/// `Arc` (one reference count) around [`Shared`], whose fields it derefs to.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     pub hub: Arc<Hub>,
     pub config: Arc<ServerConfig>,
     /// Token verification and the Origin allow-list (development mode by default).
@@ -78,7 +90,7 @@ impl AppState {
             config.publish_limit,
             hub.metrics().clone(),
         ));
-        AppState {
+        AppState(Arc::new(Shared {
             keys: Arc::default(),
             publish_limiter,
             hub,
@@ -87,18 +99,19 @@ impl AppState {
             limiter,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-        }
+        }))
     }
 
     /// Sets authentication.
     pub fn with_auth(mut self, auth: AuthConfig) -> AppState {
-        self.auth = Arc::new(auth);
+        Arc::make_mut(&mut self.0).auth = Arc::new(auth);
         self
     }
 
     /// Sets connection limits.
     pub fn with_limits(mut self, limits: ConnLimits) -> AppState {
-        self.limiter = limits::Limiter::new(limits, self.hub.metrics().clone());
+        let limiter = limits::Limiter::new(limits, self.hub.metrics().clone());
+        Arc::make_mut(&mut self.0).limiter = limiter;
         self
     }
 }
