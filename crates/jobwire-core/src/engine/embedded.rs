@@ -574,7 +574,9 @@ impl Engine for Embedded {
     }
 
     fn is_ready(&self) -> bool {
-        !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+        !self.closing.load(Ordering::Acquire)
+            && self.healthy.load(Ordering::Acquire)
+            && !self.tx.is_closed()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
