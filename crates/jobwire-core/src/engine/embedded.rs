@@ -574,9 +574,7 @@ impl Engine for Embedded {
     }
 
     fn is_ready(&self) -> bool {
-        !self.closing.load(Ordering::Acquire)
-            && self.healthy.load(Ordering::Acquire)
-            && !self.tx.is_closed()
+        !self.closing.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

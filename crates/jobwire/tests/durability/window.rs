@@ -3,7 +3,7 @@
 //! one journal flush, and across a real crash inside the window the watcher that
 //! saw an unflushed event is told to rewind (see `epochs`).
 
-use crate::support::{metric_value, Process, Ws};
+use crate::support::{metric_at, Process, Ws};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -12,15 +12,7 @@ const WINDOW: &str = "1500ms";
 const FLUSHES: &str = "jobwire_store_flush_duration_seconds_count";
 
 async fn flushes(http: &reqwest::Client, base: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metric_value(&text, FLUSHES)
+    metric_at(http, base, FLUSHES).await
 }
 
 fn publish(

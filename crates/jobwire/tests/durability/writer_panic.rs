@@ -4,7 +4,7 @@
 //! `storage_unavailable` (not `shutting_down`), and a restart finds every
 //! acknowledged write.
 
-use crate::support::Process;
+use crate::support::{get_json, Process};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -55,26 +55,12 @@ async fn a_dead_writer_turns_readyz_503_and_writes_storage_unavailable() {
         .expect("readyz");
     assert_eq!(ready.status(), 503, "not ready once the writer is gone");
     // Reads still answer.
-    let job: Value = http
-        .get(format!("{base}/v1/jobs/render-1"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let job = get_json(&http, &format!("{base}/v1/jobs/render-1")).await;
     assert_eq!(job["progress"], 40.0);
     p.kill9();
 
     let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
-    let job: Value = http
-        .get(format!("{}/v1/jobs/render-1", p2.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let job = get_json(&http, &format!("{}/v1/jobs/render-1", p2.base)).await;
     assert_eq!(
         (job["progress"].as_f64(), job["seq"].as_u64()),
         (Some(40.0), Some(2))

@@ -564,17 +564,32 @@ impl Server {
 
     /// The value of one metric line, e.g. `jobwire_events_coalesced_total`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        metric_value(&text, name)
+        metric_at(&self.http, &self.base, name).await
     }
+}
+
+/// The value of one metric line of the server at `base` (a [`Process`] too).
+pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metric_value(&text, name)
+}
+
+/// `GET url` as JSON (any status).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
 }
 
 impl Drop for Server {

@@ -100,7 +100,7 @@ pub(super) struct Group {
     /// The group's journal record so far.
     pub(super) record: Vec<u8>,
     /// Its events were pushed ahead of the flush (`fanout[..pushed]` so far).
-    pub(super) ahead: bool,
+    pub(super) pushes_ahead: bool,
     pub(super) pushed: usize,
     /// Jobs created in this group: their events wait for the flush (a channel
     /// listing reads the store, so a job must be in it before it is announced).

@@ -131,7 +131,7 @@ impl Writer {
         }
         let closes = Instant::now() + self.flush_window;
         let mut group = Group {
-            ahead: self.ahead && self.epoch_durable,
+            pushes_ahead: self.ahead && self.epoch_durable,
             ..Group::default()
         };
         let mut pushed = HashSet::new();
@@ -141,8 +141,8 @@ impl Writer {
             if let Err(e) = self.apply_group(batch, &mut group) {
                 break Err(e);
             }
-            if group.ahead {
-                pushed.extend(self.push_ahead(&mut group));
+            if group.pushes_ahead {
+                self.push_ahead(&mut group, &mut pushed);
             }
             if !self.window_open(&group) || (!waited && !self.window_worth()) {
                 break Ok(());
@@ -203,7 +203,7 @@ impl Writer {
                     .replay_cache_bytes
                     .set(self.tail.bytes() as i64);
                 for ev in &group.fanout {
-                    if !group.ahead || !group.ahead(ev) {
+                    if !group.pushes_ahead || !group.ahead(ev) {
                         self.registry.broadcast(ev);
                     }
                 }
@@ -224,7 +224,6 @@ impl Writer {
                 self.txn = None;
                 self.replay = !self.records.is_empty();
                 self.inflight.drop_current();
-                let pushed: Vec<Arc<str>> = pushed.into_iter().collect();
                 self.take_back(&group, &pushed);
                 for ack in group.acks {
                     ack.fail(&e);
@@ -246,7 +245,7 @@ impl Writer {
         // A group that wrote nothing (a checkpoint or probe tick, a sweep that
         // deleted nothing) has no flush to share.
         !group.record.is_empty()
-            && group.ahead
+            && group.pushes_ahead
             && group.created.is_empty()
             && group.notices.is_empty()
             && !self.flush_window.is_zero()
@@ -268,32 +267,31 @@ impl Writer {
 
     /// Pushes the group's events not pushed yet of jobs that existed before it,
     /// ahead of the flush, after showing the whole group to readers (see
-    /// `inflight`). Returns the keys pushed (a failed commit takes them back).
-    fn push_ahead(&self, group: &mut Group) -> Vec<Arc<str>> {
-        let fresh = &group.fanout[group.pushed..];
-        if !fresh.iter().any(|p| group.ahead(p)) {
-            return Vec::new();
+    /// `inflight`). Adds the keys pushed to `pushed` (a failed commit takes them
+    /// back).
+    fn push_ahead(&self, group: &mut Group, pushed: &mut HashSet<Arc<str>>) {
+        let fresh: Vec<&Published> = group.fanout[group.pushed..]
+            .iter()
+            .filter(|p| group.ahead(p))
+            .collect();
+        if fresh.is_empty() {
+            return;
         }
         let mut pending = group.changes();
         pending.retain(|key, p| !group.created.contains(&**key) && !p.events.is_empty());
-        let keys: Vec<Arc<str>> = fresh
-            .iter()
-            .filter(|p| group.ahead(p))
-            .map(|p| p.job_id.clone())
-            .collect();
         self.inflight.set(pending);
-        for ev in fresh.iter().filter(|p| group.ahead(p)) {
+        for ev in fresh {
+            pushed.insert(ev.job_id.clone());
             self.registry.broadcast(ev);
         }
         group.pushed = group.fanout.len();
-        keys
     }
 
     /// A commit failed after its events were pushed: a new epoch begins (stored by
     /// the next commit, which pushes only after its flush), and every watcher that
     /// may hold one of those events is closed with `resync`, to resume with the
     /// epoch it was given and be told where to rewind.
-    fn take_back(&mut self, group: &Group, pushed: &[Arc<str>]) {
+    fn take_back(&mut self, group: &Group, pushed: &HashSet<Arc<str>>) {
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.epoch_durable = false;
         if pushed.is_empty() {
