@@ -63,7 +63,12 @@ for (const transports of [['websocket'], ['sse'], ['polling']]) {
       assert.deepEqual(written.seqs, [2], 'the store reused seq 2');
       gate.closed = false;
 
-      await until(() => rewinds.length > 0 && sub.getSnapshot()?.logs.some((l) => l.line === 'written after the restart'), 10_000, 'rewind and the new event');
+      // Polling rebuilds the view from the snapshot, then fetches the replayed events in a
+      // second request: wait for the replay too, not only for the view.
+      await until(
+        () => rewinds.length > 0 && sub.getSnapshot()?.logs.some((l) => l.line === 'written after the restart')
+          && events.some((e) => e[1] === 'written after the restart'),
+        10_000, 'rewind and the new event');
       const v = sub.getSnapshot();
       assert.deepEqual(lines(v), [[2, 1, 'written after the restart']], 'the lost line is gone, the new one is in');
       assert.equal(v.logCount, 1);
