@@ -95,6 +95,49 @@ for (const transports of [['websocket'], ['sse'], ['polling']]) {
   });
 }
 
+// Polling with a restart that falls between two polls: no request fails, so the client never
+// reconnects; the history page it sends its epoch with says `rewound`, and it starts a new cycle.
+test('polling: a SIGKILL restart between two polls (no request fails) is still rewound', { timeout: 90_000 }, async () => {
+  let s = await startServer({ args: ['--heartbeat-interval', '1s'], env: { JOBWIRE_TEST_FLUSH_DELAY_MS: '6000' } });
+  try {
+    const id = 'ep-between-polls';
+    assert.equal((await http(s.url, 'POST', '/v1/jobs', { id })).status, 201);
+    const jw = new Jobwire({ url: s.url, transports: ['polling'], pollInterval: 2000, minReconnectDelay: 50, maxReconnectDelay: 200 });
+    const states = [];
+    jw.subscribeConnection((c) => states.push(c.state));
+    const rewinds = [];
+    const events = [];
+    const sub = jw.watch(id, {
+      onRewind: (r) => rewinds.push(r),
+      onEvent: (e) => events.push([e.seq, e.line]),
+    });
+    await until(() => sub.getSnapshot(), 10_000, 'first snapshot');
+    const epoch1 = sub.epoch;
+    const lost = http(s.url, 'POST', `/v1/jobs/${id}/events`, { type: 'log', line: 'lost in the crash' }).catch(() => null);
+    await until(() => sub.getSnapshot()?.logs.some((l) => l.line === 'lost in the crash'), 4000, 'the pushed-ahead event');
+    // The poll that saw it has just returned: the next one is 2 s away.
+    const seen = states.length;
+    s = await s.restart('SIGKILL', { env: {} });
+    const ack = await lost;
+    assert.ok(!ack || ack.status !== 200, 'the lost publish was never acknowledged');
+    const written = await publishUntilOk(s.url, id, { type: 'log', line: 'written after the restart', event_id: 'new-2' });
+    assert.deepEqual(written.seqs, [2], 'the store reused seq 2');
+
+    await until(() => events.some((e) => e[1] === 'written after the restart'), 10_000, 'the new event');
+    assert.deepEqual(states.slice(seen), [], `no reconnect: the rewind came from a history page (${states})`);
+    assert.equal(rewinds.length, 1, JSON.stringify(rewinds));
+    assert.equal(rewinds[0].since, 2);
+    assert.equal(rewinds[0].from, 2);
+    assert.ok(rewinds[0].epoch > epoch1, `a new epoch: ${rewinds[0].epoch} > ${epoch1}`);
+    assert.deepEqual(events, [[2, 'lost in the crash'], [2, 'written after the restart']]);
+    assert.deepEqual(lines(sub.getSnapshot()), [[2, 1, 'written after the restart']]);
+    assert.equal(sub.epoch, rewinds[0].epoch);
+    jw.close();
+  } finally {
+    s.cleanup();
+  }
+});
+
 for (const signal of ['SIGTERM', 'SIGKILL']) {
   test(`no rewind when nothing was lost: a ${signal} restart resumes with the epoch and replays once`, { timeout: 90_000 }, async () => {
     let s = await startServer({ args: ['--heartbeat-interval', '1s', '--shutdown-grace', '1s'] });

@@ -16,6 +16,10 @@ interface HistoryPage {
   history_start: number;
   truncated: boolean;
   status: string;
+  /** The store's epoch (engines with epochs). */
+  epoch?: number;
+  /** Set when `epoch` was sent and what the client held from `from` on was taken back. */
+  rewound?: { since: number; from: number };
 }
 
 export class PollTransport implements Transport {
@@ -86,36 +90,46 @@ export class PollTransport implements Transport {
 
   private async loop(jobId: string, since: number | undefined, epoch: number | undefined, signal: AbortSignal): Promise<void> {
     const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
-    const snap = await fetchSnapshot(this.ctx, jobId, signal);
-    const snapEpoch = latestEpoch(snap);
-    this.ctx.hooks.frame({ type: 'snapshot', job_id: jobId, seq: snap.seq, epoch: snapEpoch, job: snap });
-    let pos = since ?? snap.seq;
-    // The HTTP API sends no `rewound`: work it out from the job's epoch boundaries, as the server does.
-    const from = since === undefined ? undefined : rewindPoint(snap, since, epoch);
-    if (from !== undefined && since !== undefined) {
-      this.ctx.hooks.frame({ type: 'rewound', job_id: jobId, since, from, epoch: snapEpoch! });
-      pos = from - 1;
-    }
-    let terminal = isTerminalStatus(snap.status);
     for (;;) {
-      const res = await send(this.ctx, `${path}/events?since=${pos}&limit=1000`, { signal });
-      if (!res.ok) throw await errorFromResponse(res);
-      const page = (await res.json()) as HistoryPage;
-      if (page.truncated) {
-        // Events after `pos` are gone: start a new cycle from a fresh snapshot, like a WebSocket resubscribe.
-        const fresh = await fetchSnapshot(this.ctx, jobId, signal);
-        this.ctx.hooks.frame({ type: 'snapshot', job_id: jobId, seq: fresh.seq, job: fresh });
-        this.ctx.hooks.frame({ type: 'history_truncated', job_id: jobId, since: pos, history_start: page.history_start });
-        terminal = isTerminalStatus(fresh.status);
+      const snap = await fetchSnapshot(this.ctx, jobId, signal);
+      let cur = latestEpoch(snap);
+      this.ctx.hooks.frame({ type: 'snapshot', job_id: jobId, seq: snap.seq, epoch: cur, job: snap });
+      let pos = since ?? snap.seq;
+      if (since !== undefined) cur = epoch;
+      let terminal = isTerminalStatus(snap.status);
+      // The HTTP API sends no `rewound` frame: a history page says it (with our epoch sent, the
+      // server tells us when what we hold was taken back by a crash), and replays from there.
+      for (let first = true; ; first = false) {
+        const res = await send(this.ctx, `${path}/events?since=${pos}&limit=1000${cur === undefined ? '' : `&epoch=${cur}`}`, { signal });
+        if (!res.ok) throw await errorFromResponse(res);
+        const page = (await res.json()) as HistoryPage;
+        const rw = page.rewound;
+        if (rw) {
+          // Taken back between two polls (the server restarted in between): a new cycle from a
+          // fresh snapshot, whose first page is this rewind again.
+          if (!first) break;
+          this.ctx.hooks.frame({ type: 'rewound', job_id: jobId, since: rw.since, from: rw.from, epoch: page.epoch! });
+          pos = rw.from - 1;
+        }
+        cur = page.epoch ?? cur;
+        if (page.truncated) {
+          // Events after `pos` are gone: start a new cycle from a fresh snapshot, like a WebSocket resubscribe.
+          const fresh = await fetchSnapshot(this.ctx, jobId, signal);
+          this.ctx.hooks.frame({ type: 'snapshot', job_id: jobId, seq: fresh.seq, job: fresh });
+          this.ctx.hooks.frame({ type: 'history_truncated', job_id: jobId, since: pos, history_start: page.history_start });
+          terminal = isTerminalStatus(fresh.status);
+        }
+        for (const ev of page.events) {
+          this.ctx.hooks.frame(ev);
+          if (isTerminalStatus(ev.status)) terminal = true;
+        }
+        pos = Math.max(pos, page.next_since);
+        if (page.next_since < page.seq) continue; // more pages waiting
+        if (terminal || isTerminalStatus(page.status)) return;
+        await sleep(this.ctx.pollInterval, signal);
       }
-      for (const ev of page.events) {
-        this.ctx.hooks.frame(ev);
-        if (isTerminalStatus(ev.status)) terminal = true;
-      }
-      pos = Math.max(pos, page.next_since);
-      if (page.next_since < page.seq) continue; // more pages waiting
-      if (terminal || isTerminalStatus(page.status)) return;
-      await sleep(this.ctx.pollInterval, signal);
+      since = pos;
+      epoch = cur;
     }
   }
 }
@@ -124,19 +138,4 @@ export class PollTransport implements Transport {
 export function latestEpoch(s: JobSnapshot): number | undefined {
   const e = s.epochs;
   return e && e.length ? Math.max(...e.map((x) => x[0])) : undefined;
-}
-
-/**
- * The first seq a client that had up to `since` in `epoch` must drop, or undefined: the
- * server's `Job::rewind_point` (crates/jobwire-proto/src/job.rs), with the newest epoch that
- * wrote the job standing in for the store's current one.
- */
-export function rewindPoint(s: JobSnapshot, since: number, epoch: number | undefined): number | undefined {
-  const e = s.epochs;
-  if (epoch === undefined || !e || e.length === 0) return undefined;
-  const later = e.find((x) => x[0] > epoch)?.[1];
-  const first = e[0]!;
-  const dropped = first[1] > 1 && first[0] > epoch;
-  const suspect = dropped ? s.history_start : Math.min(later ?? Number.MAX_SAFE_INTEGER, s.seq + 1);
-  return since >= suspect ? suspect : undefined;
 }
