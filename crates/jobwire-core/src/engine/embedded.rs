@@ -106,6 +106,9 @@ const FLUSH_DELAY_ENV: &str = "JOBWIRE_TEST_FLUSH_DELAY_MS";
 /// Test hook: the writer thread panics when it applies a publish to a job whose
 /// key ends with this (a bug's stand-in, to test what a dead writer looks like).
 const PANIC_ON_ENV: &str = "JOBWIRE_TEST_WRITER_PANIC_ON";
+/// Test hook: a publish to a job whose key ends with this fails as a storage error
+/// in the middle of its group (the store's read errors are the real trigger).
+const ABORT_ON_ENV: &str = "JOBWIRE_TEST_ABORT_ON";
 /// `1`: push events only after their flush (the behaviour before epochs; for
 /// comparisons).
 const PUSH_AFTER_FLUSH_ENV: &str = "JOBWIRE_PUSH_AFTER_FLUSH";
@@ -293,6 +296,7 @@ impl Embedded {
             inflight: inflight.clone(),
             flush_delay,
             panic_on: std::env::var(PANIC_ON_ENV).ok().filter(|v| !v.is_empty()),
+            abort_on: std::env::var(ABORT_ON_ENV).ok().filter(|v| !v.is_empty()),
             txn: None,
             journal,
             records: Vec::new(),

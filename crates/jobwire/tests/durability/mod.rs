@@ -1,5 +1,6 @@
 //! Crash and restart scripts against the real binary.
 
+mod abort;
 mod epochs;
 mod journal;
 mod window;

@@ -85,6 +85,9 @@ pub(super) struct Writer {
     pub(super) flush_delay: Option<std::time::Duration>,
     /// Test hook: panic on a publish to a job whose key ends with this.
     pub(super) panic_on: Option<String>,
+    /// Test hook: a publish to a job whose key ends with this fails as a storage
+    /// error in the middle of its group (what a failed redb read does).
+    pub(super) abort_on: Option<String>,
     /// The write transaction holding every group since the last checkpoint.
     pub(super) txn: Option<WriteTransaction>,
     pub(super) journal: Journal,
@@ -498,6 +501,11 @@ impl Writer {
     ) -> Result<Outcome, Fail> {
         if let Some(p) = self.panic_on.as_deref().filter(|p| job_id.ends_with(p)) {
             panic!("JOBWIRE_TEST_WRITER_PANIC_ON={p}: a publish to {job_id}");
+        }
+        if let Some(p) = self.abort_on.as_deref().filter(|p| job_id.ends_with(p)) {
+            return Err(Fail::Abort(HubError::Storage(format!(
+                "JOBWIRE_TEST_ABORT_ON={p}: a publish to {job_id}"
+            ))));
         }
         let mut job = self
             .load(t, group, job_id)?
