@@ -100,8 +100,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const CHECKPOINT_ENV: &str = "JOBWIRE_TEST_CHECKPOINT_MS";
 /// The journal checkpoints sooner once it holds this many bytes.
 const JOURNAL_LIMIT: u64 = 16 << 20;
-/// Test hook: milliseconds the writer waits between pushing a group and flushing it
-/// (a window for crash tests).
+/// Test hook: milliseconds the writer waits between pushing a group's events ahead
+/// and flushing it (a window for crash tests; groups that pushed nothing ahead, such
+/// as creates, do not wait).
 const FLUSH_DELAY_ENV: &str = "JOBWIRE_TEST_FLUSH_DELAY_MS";
 /// Test hook: the writer thread panics when it applies a publish to a job whose
 /// key ends with this (a bug's stand-in, to test what a dead writer looks like).

@@ -81,7 +81,7 @@ pub(super) struct Writer {
     pub(super) ahead: bool,
     /// The group between its push and its flush, for readers.
     pub(super) inflight: Arc<InFlight>,
-    /// Test hook: a pause between the push and the flush (a crash window).
+    /// Test hook: a pause between the push ahead and the flush (a crash window).
     pub(super) flush_delay: Option<std::time::Duration>,
     /// Test hook: panic on a publish to a job whose key ends with this.
     pub(super) panic_on: Option<String>,
@@ -168,8 +168,9 @@ impl Writer {
         let stop = group.stop;
         let result = applied.and_then(|()| {
             let record = std::mem::take(&mut group.record);
-            // Only a group with writes to flush waits (not the checkpoint ticks).
-            if let Some(d) = self.flush_delay.filter(|_| !record.is_empty()) {
+            // Only a group that pushed events ahead of its flush waits: the crash
+            // window the hook is for (creates and checkpoint ticks go on at once).
+            if let Some(d) = self.flush_delay.filter(|_| !pushed.is_empty()) {
                 std::thread::sleep(d);
             }
             let force = group.stop || group.must_checkpoint;
