@@ -153,3 +153,105 @@ async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
     assert!(event.is_some(), "event ids are seq:epoch: {text}");
     assert!(notice < event, "the notice comes before the event: {text}");
 }
+
+/// The project channel: a channel watcher that was sent an event a crash took back
+/// resumes with `positions` and the epoch, and is told to rewind that job (and only
+/// that job) before its catch-up replays the event written under the same seq.
+#[tokio::test]
+async fn a_project_channel_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("JOBWIRE_TEST_FLUSH_DELAY_MS", DELAY_MS)];
+    let mut p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
+    let http = reqwest::Client::new();
+    let base = p.base.clone();
+    for id in ["web-lost", "web-kept"] {
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"id": id, "project": "web"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), 201, "{id}");
+    }
+    let mut ws = Ws::connect(&format!("ws://{}/v1/projects/web/ws", p.addr)).await;
+    ws.send(json!({"type": "resume"})).await;
+    let mut epoch = None;
+    loop {
+        let f = json_frame(&mut ws).await;
+        if f["type"] == "snapshot" {
+            epoch = f["epoch"].as_u64();
+        }
+        if f["type"] == "ready" {
+            break;
+        }
+    }
+    let epoch = epoch.expect("the channel's snapshots carry the epoch");
+
+    let publish = {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/jobs/web-lost/events"))
+                .json(&json!({"type": "log", "line": "lost in the crash"}))
+                .send()
+                .await
+        })
+    };
+    let seen = json_frame(&mut ws).await;
+    assert_eq!(
+        (seen["job_id"].as_str(), seen["seq"].as_u64()),
+        (Some("web-lost"), Some(2)),
+        "the channel sees the event before its flush: {seen}"
+    );
+    p.kill9();
+    let reply = publish.await.expect("task");
+    assert!(
+        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
+        "the lost publish was never acknowledged"
+    );
+
+    let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
+    let r = http
+        .post(format!("{}/v1/jobs/web-lost/events", p2.base))
+        .json(&json!({"type": "log", "line": "written after the restart"}))
+        .send()
+        .await
+        .expect("publish");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
+
+    let mut ws = Ws::connect(&format!("ws://{}/v1/projects/web/ws", p2.addr)).await;
+    ws.send(json!({"type": "resume", "positions": {"web-lost": 2, "web-kept": 1}, "epoch": epoch}))
+        .await;
+    let mut frames = Vec::new();
+    loop {
+        let f = json_frame(&mut ws).await;
+        let done = f["type"] == "ready";
+        frames.push(f);
+        if done {
+            break;
+        }
+    }
+    let of = |id: &str| -> Vec<&Value> { frames.iter().filter(|f| f["job_id"] == id).collect() };
+    let lost = of("web-lost");
+    let kinds: Vec<&str> = lost.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(kinds, ["snapshot", "rewound", "log"], "{frames:?}");
+    let new_epoch = lost[0]["epoch"].as_u64().expect("epoch");
+    assert!(new_epoch > epoch);
+    assert_eq!(
+        *lost[1],
+        json!({"type": "rewound", "job_id": "web-lost", "since": 2, "from": 2, "epoch": new_epoch})
+    );
+    assert_eq!(
+        (lost[2]["seq"].as_u64(), lost[2]["line"].as_str()),
+        (Some(2), Some("written after the restart"))
+    );
+    let kept: Vec<&str> = of("web-kept")
+        .iter()
+        .filter_map(|f| f["type"].as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        ["snapshot"],
+        "nothing of web-kept was lost: {frames:?}"
+    );
+}
