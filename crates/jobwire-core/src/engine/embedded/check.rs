@@ -21,7 +21,7 @@ use super::{
 use crate::error::HubError;
 use jobwire_proto::Job;
 use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// What `check` found.
@@ -292,9 +292,21 @@ fn salvage(src: &Database, dst: &WriteTransaction, out: &mut Repaired) -> Result
         }
         Ok(())
     });
+    // An owner's head is the last notification seq given out: never below a kept
+    // notification, even when the heads table did not read back (a head that went
+    // back would hand out seqs its clients already have).
+    let mut head: HashMap<&str, u64> = HashMap::new();
+    for (owner, seq) in heads
+        .iter()
+        .map(|(o, s)| (o, *s))
+        .chain(notes.iter().map(|(o, s, _)| (o, *s)))
+    {
+        let h = head.entry(owner.as_str()).or_default();
+        *h = (*h).max(seq);
+    }
     let mut t = dst.open_table(NOTIFY_HEAD).map_err(db_err)?;
-    for (owner, seq) in &heads {
-        t.insert(owner.as_str(), *seq).map_err(db_err)?;
+    for (owner, seq) in head {
+        t.insert(owner, seq).map_err(db_err)?;
     }
     Ok(())
 }
@@ -344,6 +356,45 @@ mod tests {
         let meta = read.open_table(META).ok()?;
         let epoch = meta.get(EPOCH_KEY).expect("get").map(|v| v.value());
         epoch
+    }
+
+    /// A store with notifications `notes` of owner `u` and head `head`, salvaged:
+    /// the head it keeps.
+    fn salvaged_head(notes: &[u64], head: Option<u64>) -> Option<u64> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Database::create(dir.path().join("src.redb")).expect("src");
+        let txn = src.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(NOTIFY).expect("notify");
+            for &seq in notes {
+                t.insert(("u", seq), &b"{}"[..]).expect("insert");
+            }
+            let mut t = txn.open_table(NOTIFY_HEAD).expect("heads");
+            if let Some(h) = head {
+                t.insert("u", h).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let dst = Database::create(dir.path().join("dst.redb")).expect("dst");
+        let txn = dst.begin_write().expect("txn");
+        salvage(&src, &txn, &mut Repaired::default()).expect("salvage");
+        txn.commit().expect("commit");
+        let read = dst.begin_read().expect("read");
+        let heads = read.open_table(NOTIFY_HEAD).ok()?;
+        let h = heads.get("u").expect("get").map(|v| v.value());
+        h
+    }
+
+    #[test]
+    fn a_salvage_never_moves_a_notification_head_below_a_kept_notification() {
+        assert_eq!(salvaged_head(&[3, 4], Some(9)), Some(9), "the head");
+        assert_eq!(salvaged_head(&[3, 4], None), Some(4), "no readable head");
+        assert_eq!(
+            salvaged_head(&[3, 7], Some(5)),
+            Some(7),
+            "a head behind its rows"
+        );
+        assert_eq!(salvaged_head(&[], None), None);
     }
 
     #[test]
