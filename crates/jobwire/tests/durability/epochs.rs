@@ -15,11 +15,53 @@ async fn json_frame(ws: &mut Ws) -> Value {
     ws.json().await
 }
 
+type Reply = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// Publishes the event the crash will take back: it waits for a flush that the
+/// kill prevents.
+fn publish_lost(http: &reqwest::Client, base: &str, job: &str) -> Reply {
+    let (http, url) = (http.clone(), format!("{base}/v1/jobs/{job}/events"));
+    tokio::spawn(async move {
+        http.post(url)
+            .json(&json!({"type": "log", "line": "lost in the crash"}))
+            .send()
+            .await
+    })
+}
+
+/// Kills `p` with SIGKILL (its watcher saw `lost` pushed), checks `lost` was never
+/// acknowledged, restarts on the same directory (no delay) and writes another
+/// event under the same seq 2.
+async fn crash_and_rewrite(
+    mut p: Process,
+    dir: &std::path::Path,
+    http: &reqwest::Client,
+    job: &str,
+    lost: Reply,
+) -> Process {
+    p.kill9();
+    let reply = lost.await.expect("task");
+    assert!(
+        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
+        "the lost publish was never acknowledged"
+    );
+    let p2 = Process::start(dir, "127.0.0.1:0", &[]);
+    let r = http
+        .post(format!("{}/v1/jobs/{job}/events", p2.base))
+        .json(&json!({"type": "log", "line": "written after the restart"}))
+        .send()
+        .await
+        .expect("publish");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
+    p2
+}
+
 #[tokio::test]
 async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("JOBWIRE_TEST_FLUSH_DELAY_MS", DELAY_MS)];
-    let mut p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
+    let p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
     let http = reqwest::Client::new();
     let base = p.base.clone();
     let r = http
@@ -39,39 +81,14 @@ async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
         .as_u64()
         .expect("the snapshot carries the epoch");
 
-    // The publish waits for the flush, which the kill prevents: never acknowledged.
-    let publish = {
-        let (http, base) = (http.clone(), base.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/jobs/render-7/events"))
-                .json(&json!({"type": "log", "line": "lost in the crash"}))
-                .send()
-                .await
-        })
-    };
+    let lost = publish_lost(&http, &base, "render-7");
     let seen = json_frame(&mut ws).await;
     assert_eq!(
         seen["seq"], 2,
         "the watcher sees the event before its flush"
     );
     assert_eq!(seen["line"], "lost in the crash");
-    p.kill9();
-    let reply = publish.await.expect("task");
-    assert!(
-        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
-        "the lost publish was never acknowledged"
-    );
-
-    // Restarted (no delay): another event takes seq 2.
-    let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
-    let r = http
-        .post(format!("{}/v1/jobs/render-7/events", p2.base))
-        .json(&json!({"type": "log", "line": "written after the restart"}))
-        .send()
-        .await
-        .expect("publish");
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
+    let p2 = crash_and_rewrite(p, dir.path(), &http, "render-7", lost).await;
 
     // Resuming with the old epoch: told to rewind, then the new event 2.
     let mut ws = Ws::connect(&format!(
@@ -161,7 +178,7 @@ async fn a_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
 async fn a_project_channel_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("JOBWIRE_TEST_FLUSH_DELAY_MS", DELAY_MS)];
-    let mut p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
+    let p = Process::start_env(dir.path(), "127.0.0.1:0", &[], &env);
     let http = reqwest::Client::new();
     let base = p.base.clone();
     for id in ["web-lost", "web-kept"] {
@@ -187,37 +204,14 @@ async fn a_project_channel_watcher_of_an_event_lost_in_a_crash_is_told_to_rewind
     }
     let epoch = epoch.expect("the channel's snapshots carry the epoch");
 
-    let publish = {
-        let (http, base) = (http.clone(), base.clone());
-        tokio::spawn(async move {
-            http.post(format!("{base}/v1/jobs/web-lost/events"))
-                .json(&json!({"type": "log", "line": "lost in the crash"}))
-                .send()
-                .await
-        })
-    };
+    let lost = publish_lost(&http, &base, "web-lost");
     let seen = json_frame(&mut ws).await;
     assert_eq!(
         (seen["job_id"].as_str(), seen["seq"].as_u64()),
         (Some("web-lost"), Some(2)),
         "the channel sees the event before its flush: {seen}"
     );
-    p.kill9();
-    let reply = publish.await.expect("task");
-    assert!(
-        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
-        "the lost publish was never acknowledged"
-    );
-
-    let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
-    let r = http
-        .post(format!("{}/v1/jobs/web-lost/events", p2.base))
-        .json(&json!({"type": "log", "line": "written after the restart"}))
-        .send()
-        .await
-        .expect("publish");
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
+    let p2 = crash_and_rewrite(p, dir.path(), &http, "web-lost", lost).await;
 
     let mut ws = Ws::connect(&format!("ws://{}/v1/projects/web/ws", p2.addr)).await;
     ws.send(json!({"type": "resume", "positions": {"web-lost": 2, "web-kept": 1}, "epoch": epoch}))

@@ -330,6 +330,15 @@ mod tests {
     use super::*;
     use jobwire_proto::Timestamp;
 
+    /// `src` salvaged into a fresh store in `dir`.
+    fn salvaged(src: &Database, dir: &std::path::Path) -> Database {
+        let dst = Database::create(dir.join("dst.redb")).expect("dst");
+        let txn = dst.begin_write().expect("txn");
+        salvage(src, &txn, &mut Repaired::default()).expect("salvage");
+        txn.commit().expect("commit");
+        dst
+    }
+
     /// A store whose epoch counter says `counter` and whose one job was last
     /// written in epoch `job_epoch`, salvaged into a fresh one: the epoch it keeps.
     fn salvaged_epoch(counter: Option<u64>, job_epoch: u64) -> Option<u64> {
@@ -348,11 +357,7 @@ mod tests {
             }
         }
         txn.commit().expect("commit");
-        let dst = Database::create(dir.path().join("dst.redb")).expect("dst");
-        let txn = dst.begin_write().expect("txn");
-        salvage(&src, &txn, &mut Repaired::default()).expect("salvage");
-        txn.commit().expect("commit");
-        let read = dst.begin_read().expect("read");
+        let read = salvaged(&src, dir.path()).begin_read().expect("read");
         let meta = read.open_table(META).ok()?;
         let epoch = meta.get(EPOCH_KEY).expect("get").map(|v| v.value());
         epoch
@@ -375,11 +380,7 @@ mod tests {
             }
         }
         txn.commit().expect("commit");
-        let dst = Database::create(dir.path().join("dst.redb")).expect("dst");
-        let txn = dst.begin_write().expect("txn");
-        salvage(&src, &txn, &mut Repaired::default()).expect("salvage");
-        txn.commit().expect("commit");
-        let read = dst.begin_read().expect("read");
+        let read = salvaged(&src, dir.path()).begin_read().expect("read");
         let heads = read.open_table(NOTIFY_HEAD).ok()?;
         let h = heads.get("u").expect("get").map(|v| v.value());
         h
