@@ -6,50 +6,30 @@
 //! to rewind when it resumes, and once the store takes writes again every
 //! acknowledged event is there, across a `kill -9` too.
 
+use super::{answered, post, publish_log, Reply};
 use crate::support::{get_json, Process, Ws};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-type Reply = tokio::task::JoinHandle<(u16, Value)>;
-
-fn publish(http: &reqwest::Client, base: &str, id: &str, line: &str) -> Reply {
-    let (http, url) = (http.clone(), format!("{base}/v1/jobs/{id}/events"));
-    let body = json!({"type": "log", "line": line});
-    tokio::spawn(async move {
-        let r = http.post(url).json(&body).send().await.expect("publish");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
 async fn refused(reply: Reply, what: &str) {
-    let (status, v) = reply.await.expect("task");
+    let (status, v) = answered(reply).await;
     assert_eq!(status, 503, "{what}: {v}");
     assert_eq!(v["error"]["code"], "storage_unavailable", "{what}: {v}");
 }
 
-/// Creates the jobs at once (they share groups: each group waits the flush delay).
 async fn create(http: &reqwest::Client, base: &str, ids: &[&str]) {
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let (http, url, id) = (http.clone(), format!("{base}/v1/jobs"), id.to_string());
-            tokio::spawn(async move {
-                let r = http.post(url).json(&json!({ "id": id })).send().await;
-                (id, r.expect("create").status().as_u16())
-            })
-        })
-        .collect();
-    for t in tasks {
-        let (id, status) = t.await.expect("task");
-        assert_eq!(status, 201, "{id}");
+    for id in ids {
+        let (st, v) = post(http, format!("{base}/v1/jobs"), json!({ "id": id }))
+            .await
+            .expect("create");
+        assert_eq!(st, 201, "{id}: {v}");
     }
 }
 
 /// Publishes until the store takes writes again (it probes every 500 ms).
 async fn publish_until_ok(http: &reqwest::Client, base: &str, id: &str, line: &str) -> Value {
     for _ in 0..100 {
-        let (status, v) = publish(http, base, id, line).await.expect("task");
+        let (status, v) = answered(publish_log(http, base, id, line)).await;
         if status == 200 {
             return v;
         }
@@ -86,25 +66,20 @@ async fn a_group_that_fails_half_way_acknowledges_and_keeps_none_of_it() {
     let http = reqwest::Client::new();
     let base = p.base.clone();
     create(&http, &base, &["render-a", "render-b", "doomed", "hold"]).await;
-    let (status, _) = publish(&http, &base, "render-a", "acked")
-        .await
-        .expect("task");
+    let (status, _) = answered(publish_log(&http, &base, "render-a", "acked")).await;
     assert_eq!(status, 200);
 
     // The writer sleeps 1.5 s before flushing `hold`'s group; three publishes queue
     // meanwhile and become one group: render-a, then the failing one, then render-b.
-    let hold = publish(&http, &base, "hold", "held");
+    let hold = publish_log(&http, &base, "hold", "held");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let a = publish(&http, &base, "render-a", "lost");
+    let a = publish_log(&http, &base, "render-a", "lost");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let doomed = publish(&http, &base, "doomed", "fails");
+    let doomed = publish_log(&http, &base, "doomed", "fails");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let b = publish(&http, &base, "render-b", "never applied");
-    assert_eq!(
-        hold.await.expect("task").0,
-        200,
-        "the group before is acknowledged"
-    );
+    let b = publish_log(&http, &base, "render-b", "never applied");
+    let (status, _) = answered(hold).await;
+    assert_eq!(status, 200, "the group before is acknowledged");
     refused(a, "applied before the failure").await;
     refused(doomed, "the failing request").await;
     refused(b, "after the failure, never applied").await;
@@ -150,9 +125,7 @@ async fn a_group_that_fails_after_pushing_ahead_resyncs_its_watcher() {
     let http = reqwest::Client::new();
     let base = p.base.clone();
     create(&http, &base, &["render-a", "doomed"]).await;
-    let (status, _) = publish(&http, &base, "render-a", "acked")
-        .await
-        .expect("task");
+    let (status, _) = answered(publish_log(&http, &base, "render-a", "acked")).await;
     assert_eq!(status, 200);
     let url = format!("ws://{}/v1/jobs/render-a/ws", p.addr);
     let mut ws = Ws::connect(&url).await;
@@ -161,14 +134,14 @@ async fn a_group_that_fails_after_pushing_ahead_resyncs_its_watcher() {
     let epoch = snap["epoch"].as_u64().expect("epoch");
 
     // Pushed at once, inside the window; then the group fails before its flush.
-    let a = publish(&http, &base, "render-a", "pushed, then lost");
+    let a = publish_log(&http, &base, "render-a", "pushed, then lost");
     let ev = ws.json().await;
     assert_eq!(
         (ev["seq"].as_u64(), ev["line"].as_str()),
         (Some(3), Some("pushed, then lost"))
     );
     refused(
-        publish(&http, &base, "doomed", "fails"),
+        publish_log(&http, &base, "doomed", "fails"),
         "the failing request",
     )
     .await;

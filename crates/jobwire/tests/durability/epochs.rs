@@ -4,6 +4,7 @@
 //! the epoch it was given, is told to rewind and gets the new event: it never keeps
 //! a seq the store took back.
 
+use super::{answered, never_acked, publish_log, Reply};
 use crate::support::{Process, Ws};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -15,18 +16,10 @@ async fn json_frame(ws: &mut Ws) -> Value {
     ws.json().await
 }
 
-type Reply = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
-
 /// Publishes the event the crash will take back: it waits for a flush that the
 /// kill prevents.
 fn publish_lost(http: &reqwest::Client, base: &str, job: &str) -> Reply {
-    let (http, url) = (http.clone(), format!("{base}/v1/jobs/{job}/events"));
-    tokio::spawn(async move {
-        http.post(url)
-            .json(&json!({"type": "log", "line": "lost in the crash"}))
-            .send()
-            .await
-    })
+    publish_log(http, base, job, "lost in the crash")
 }
 
 /// Kills `p` with SIGKILL (its watcher saw `lost` pushed), checks `lost` was never
@@ -40,19 +33,15 @@ async fn crash_and_rewrite(
     lost: Reply,
 ) -> Process {
     p.kill9();
-    let reply = lost.await.expect("task");
-    assert!(
-        reply.is_err() || !reply.as_ref().is_ok_and(|r| r.status().is_success()),
-        "the lost publish was never acknowledged"
-    );
+    never_acked(lost).await;
     let p2 = Process::start(dir, "127.0.0.1:0", &[]);
-    let r = http
-        .post(format!("{}/v1/jobs/{job}/events", p2.base))
-        .json(&json!({"type": "log", "line": "written after the restart"}))
-        .send()
-        .await
-        .expect("publish");
-    let v: Value = r.json().await.expect("json");
+    let (_, v) = answered(publish_log(
+        http,
+        &p2.base,
+        job,
+        "written after the restart",
+    ))
+    .await;
     assert_eq!(v["seqs"], json!([2]), "the store reused seq 2: {v}");
     p2
 }

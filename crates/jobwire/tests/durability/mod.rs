@@ -24,6 +24,31 @@ async fn post(
     Ok((st, v))
 }
 
+/// A publish's reply, awaited later: `Err` when the server died before answering.
+type Reply = tokio::task::JoinHandle<Result<(StatusCode, Value), reqwest::Error>>;
+
+/// Publishes one log line to `job` on a task of its own: its reply may wait for a
+/// flush (a window, a delay) or never come (a crash).
+fn publish_log(http: &reqwest::Client, base: &str, job: &str, line: &str) -> Reply {
+    let (http, url) = (http.clone(), format!("{base}/v1/jobs/{job}/events"));
+    let body = json!({"type": "log", "line": line});
+    tokio::spawn(async move { post(&http, url, body).await })
+}
+
+/// The reply of a publish that must answer: its status and body.
+async fn answered(reply: Reply) -> (StatusCode, Value) {
+    reply.await.expect("task").expect("publish")
+}
+
+/// A publish that a crash took: it was never acknowledged.
+async fn never_acked(reply: Reply) {
+    let reply = reply.await.expect("task");
+    assert!(
+        !reply.as_ref().is_ok_and(|(st, _)| st.is_success()),
+        "the lost publish was never acknowledged: {reply:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_acknowledged_event_survives_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");

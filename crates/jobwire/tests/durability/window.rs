@@ -3,6 +3,7 @@
 //! one journal flush, and across a real crash inside the window the watcher that
 //! saw an unflushed event is told to rewind (see `epochs`).
 
+use super::{answered, never_acked, publish_log, Reply};
 use crate::support::{metric_at, Process, Ws};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -15,20 +16,13 @@ async fn flushes(http: &reqwest::Client, base: &str) -> f64 {
     metric_at(http, base, FLUSHES).await
 }
 
-fn publish(
-    http: &reqwest::Client,
-    base: &str,
-    line: &str,
-) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
-    let (http, url) = (http.clone(), format!("{base}/v1/jobs/render-9/events"));
-    let body = json!({"type": "log", "line": line});
-    tokio::spawn(async move { http.post(url).json(&body).send().await })
+fn publish(http: &reqwest::Client, base: &str, line: &str) -> Reply {
+    publish_log(http, base, "render-9", line)
 }
 
-async fn seqs(task: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>) -> Value {
-    let r = task.await.expect("task").expect("publish");
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.expect("json");
+async fn seqs(reply: Reply) -> Value {
+    let (st, v) = answered(reply).await;
+    assert_eq!(st, 200, "{v}");
     v["seqs"].clone()
 }
 
@@ -88,11 +82,7 @@ async fn a_flush_window_pushes_at_once_acks_after_one_flush_and_rewinds_after_a_
     let seen = ws.json().await;
     assert_eq!(seen["seq"], 4);
     p.kill9();
-    let reply = lost.await.expect("task");
-    assert!(
-        !reply.as_ref().is_ok_and(|r| r.status().is_success()),
-        "the event lost in the crash was never acknowledged"
-    );
+    never_acked(lost).await;
 
     // Restarted: the acknowledged two are there; seq 4 is written again.
     let p2 = Process::start(dir.path(), "127.0.0.1:0", &[]);
