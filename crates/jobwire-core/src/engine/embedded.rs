@@ -7,9 +7,10 @@
 //! to one open redb write transaction, appends the group's changes to the journal
 //! as one record with one `fdatasync`, and acknowledges the callers (events of
 //! existing jobs are fanned out before that flush, with epochs: see `writer`).
-//! Every `CHECKPOINT_EVERY` the transaction is committed (a checkpoint) and the
-//! journal starts over; at open, the journal's records after the last checkpoint
-//! are replayed. A refused request changes nothing; a failed flush fails every
+//! Every `CHECKPOINT_EVERY` the transaction is committed (a checkpoint) on a
+//! thread of its own while the writer goes on (see `durable`), and the journal
+//! starts over in its other segment; at open, the journal's records after the last
+//! checkpoint are replayed. A refused request changes nothing; a failed flush fails every
 //! request in the group and acknowledges none.
 //!
 //! Reads use redb's MVCC read transactions on the blocking pool and never wait for
@@ -22,15 +23,17 @@
 //!
 //! # Layout
 //! - `store`: opening with the damage check, reopening, redb error mapping.
-//! - `journal`: the journal file and its record format.
-//! - `tables`: the write transaction's tables; every change as a journal op.
+//! - `journal`: the journal's two segment files and its record format.
+//! - `tables`: the write transaction's tables (or an overlay while a checkpoint
+//!   commits); every change as a journal op.
 //! - `inflight`: what readers see that the last checkpoint does not hold.
 //! - `check`: `jobwire store check` / `repair`.
 //! - `read`: the read paths (snapshots, history, listings, keys).
 //! - `writer`: the writer thread and its group commit.
 //! - `group`: one group's changes and held-back replies.
 //! - `intake`: how the writer takes requests, and waits for more in a flush window.
-//! - `durable`: journal records, checkpoints, and healing after a failed flush.
+//! - `durable`: journal records, checkpoints (in the background), and healing after
+//!   a failed flush.
 
 pub mod check;
 mod durable;
@@ -98,6 +101,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// Test hook: milliseconds between checkpoints instead of [`CHECKPOINT_EVERY`]
 /// (crash tests that must find the journal holding everything).
 const CHECKPOINT_ENV: &str = "JOBWIRE_TEST_CHECKPOINT_MS";
+/// Test hook: milliseconds each background checkpoint waits before it commits
+/// (a window in which to kill the process mid-checkpoint).
+const CHECKPOINT_DELAY_ENV: &str = "JOBWIRE_TEST_CHECKPOINT_DELAY_MS";
 /// The journal checkpoints sooner once it holds this many bytes.
 const JOURNAL_LIMIT: u64 = 16 << 20;
 /// Test hook: milliseconds the writer waits between pushing a group's events ahead
@@ -203,6 +209,20 @@ enum Request {
     },
 }
 
+impl Request {
+    /// Whether it reads or writes the store beyond what a checkpoint committing in
+    /// the background lets the writer do (see `tables`): it waits for the commit.
+    fn needs_store(&self) -> bool {
+        matches!(
+            self,
+            Request::Sweep
+                | Request::PutKey { .. }
+                | Request::RevokeKey { .. }
+                | Request::Shutdown { .. }
+        )
+    }
+}
+
 /// The embedded, durable engine.
 pub struct Embedded {
     store: Arc<Store>,
@@ -241,7 +261,7 @@ impl Embedded {
             let mut t = tables::Tables::open(&txn)?;
             // What the journal holds after the last checkpoint, back in the store.
             let after = t.meta(JOURNAL_KEY)?.unwrap_or(0);
-            let records = journal::records(&found, after);
+            let records = journal::chain(&found, after);
             for (number, payload) in &records {
                 t.replay(*number, payload).map_err(|e| {
                     HubError::Damaged(format!(
@@ -299,6 +319,11 @@ impl Embedded {
             panic_on: std::env::var(PANIC_ON_ENV).ok().filter(|v| !v.is_empty()),
             abort_on: std::env::var(ABORT_ON_ENV).ok().filter(|v| !v.is_empty()),
             txn: None,
+            committing: None,
+            checkpoint_delay: std::env::var(CHECKPOINT_DELAY_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
             journal,
             records: Vec::new(),
             replay: false,

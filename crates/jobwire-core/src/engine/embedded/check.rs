@@ -88,7 +88,8 @@ pub struct Repaired {
     pub jobs_without_events: u64,
     /// Why nothing could be read at all, when so.
     pub unreadable: Option<String>,
-    /// Where the journal now is, when there was one: its records after the
+    /// Where the journal now is (its first segment; the second lies next to it,
+    /// `jobwire.journal.1.damaged-…`), when there was one: its records after the
     /// damaged store's last checkpoint are not replayed into the fresh store (they
     /// may name events the salvage could not keep).
     pub journal_copy: Option<PathBuf>,
@@ -108,15 +109,16 @@ pub fn repair(data_dir: &Path) -> Result<Repaired, HubError> {
     let aside = data_dir.join(format!("{}.damaged-{stamp}", store::FILE));
     let io = |what: &str, e: std::io::Error| HubError::Storage(format!("{what}: {e}"));
     std::fs::rename(&path, &aside).map_err(|e| io("moving the damaged file aside", e))?;
-    let journal = data_dir.join(super::journal::FILE);
-    let journal_copy = match journal.exists() {
-        true => {
-            let to = data_dir.join(format!("{}.damaged-{stamp}", super::journal::FILE));
+    // Both journal segments go aside; the report names the first one moved.
+    let mut journal_copy = None;
+    for file in super::journal::FILES {
+        let journal = data_dir.join(file);
+        if journal.exists() {
+            let to = data_dir.join(format!("{file}.damaged-{stamp}"));
             std::fs::rename(&journal, &to).map_err(|e| io("moving the journal aside", e))?;
-            Some(to)
+            journal_copy.get_or_insert(to);
         }
-        false => None,
-    };
+    }
     let scratch = data_dir.join(format!("{}.salvage", store::FILE));
     std::fs::copy(&aside, &scratch).map_err(|e| io("copying the damaged file", e))?;
     let mut out = Repaired {

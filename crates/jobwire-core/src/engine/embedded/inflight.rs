@@ -1,6 +1,7 @@
 //! What readers must see that the store's committed state does not show yet: the
-//! group between its fan-out and its flush (*current*), and every group made
-//! durable by the journal since the last checkpoint (*settled*; see `journal`).
+//! group between its fan-out and its flush (*current*), every group made durable
+//! by the journal since the last checkpoint (*settled*; see `journal`), and while
+//! a checkpoint commits in the background, the groups it holds (*committing*).
 //!
 //! Watchers see an event as soon as the writer has ordered it; readers must then
 //! see it too, or a subscriber registering right after the fan-out would read the
@@ -29,13 +30,25 @@ pub(crate) struct Pending {
 struct Layers {
     current: HashMap<Arc<str>, Pending>,
     settled: HashMap<Arc<str>, Pending>,
+    /// What the checkpoint committing in the background holds (see `durable`).
+    committing: HashMap<Arc<str>, Pending>,
     /// Notifications since the last checkpoint, per owner, in seq order.
     notices: HashMap<Arc<str>, Vec<(u64, Bytes)>>,
+    /// The notifications the committing checkpoint holds.
+    committing_notices: HashMap<Arc<str>, Vec<(u64, Bytes)>>,
 }
 
 impl Layers {
     fn is_empty(&self) -> bool {
-        self.current.is_empty() && self.settled.is_empty()
+        self.current.is_empty() && self.settled.is_empty() && self.committing.is_empty()
+    }
+}
+
+/// `p` on top of what `layer` has for `key`: its newer events and its snapshot.
+fn merge(layer: &mut HashMap<Arc<str>, Pending>, key: Arc<str>, p: Pending) {
+    match layer.get_mut(&key) {
+        Some(old) => old.stack(&p),
+        None => drop(layer.insert(key, p)),
     }
 }
 
@@ -69,15 +82,7 @@ impl InFlight {
         let mut l = self.lock();
         l.current.clear();
         for (key, p) in changes {
-            match l.settled.get_mut(&key) {
-                Some(old) => {
-                    let last = old.events.last().map_or(0, |e| e.0);
-                    old.events
-                        .extend(p.events.into_iter().filter(|e| e.0 > last));
-                    old.job = p.job;
-                }
-                None => drop(l.settled.insert(key, p)),
-            }
+            merge(&mut l.settled, key, p);
         }
         for (owner, seq, frame) in notices {
             l.notices.entry(owner).or_default().push((seq, frame));
@@ -90,6 +95,32 @@ impl InFlight {
         l.current.clear();
         l.settled.clear();
         l.notices.clear();
+        l.committing.clear();
+        l.committing_notices.clear();
+    }
+
+    /// The writer: a checkpoint of everything settled begins committing in the
+    /// background; what settles from now on is newer than what it holds.
+    pub(crate) fn begin_checkpoint(&self) {
+        let mut l = self.lock();
+        let layers = &mut *l;
+        for (key, p) in layers.settled.drain() {
+            merge(&mut layers.committing, key, p);
+        }
+        for (owner, mut frames) in layers.notices.drain() {
+            layers
+                .committing_notices
+                .entry(owner)
+                .or_default()
+                .append(&mut frames);
+        }
+    }
+
+    /// The writer: the background checkpoint is in the store (readers see it).
+    pub(crate) fn checkpoint_done(&self) {
+        let mut l = self.lock();
+        l.committing.clear();
+        l.committing_notices.clear();
     }
 
     /// A reader, before it reads the store or the tail: the job's changes not in
@@ -99,25 +130,23 @@ impl InFlight {
         if l.is_empty() {
             return None;
         }
-        match (l.settled.get(key), l.current.get(key)) {
-            (None, None) => None,
-            (Some(p), None) | (None, Some(p)) => Some(p.clone()),
-            (Some(s), Some(c)) => {
-                let mut p = s.clone();
-                let last = p.events.last().map_or(0, |e| e.0);
-                p.events
-                    .extend(c.events.iter().filter(|e| e.0 > last).cloned());
-                p.job = c.job.clone();
-                Some(p)
+        let mut out: Option<Pending> = None;
+        for layer in [&l.committing, &l.settled, &l.current] {
+            if let Some(p) = layer.get(key) {
+                match &mut out {
+                    Some(o) => o.stack(p),
+                    None => out = Some(p.clone()),
+                }
             }
         }
+        out
     }
 
     /// A reader: the snapshots not in the store whose keys start with `prefix`.
     pub(crate) fn jobs(&self, prefix: &str) -> Vec<(Arc<str>, Arc<Job>)> {
         let l = self.lock();
         let mut out: HashMap<Arc<str>, Arc<Job>> = HashMap::new();
-        for layer in [&l.settled, &l.current] {
+        for layer in [&l.committing, &l.settled, &l.current] {
             for (k, p) in layer.iter().filter(|(k, _)| k.starts_with(prefix)) {
                 out.insert(k.clone(), p.job.clone());
             }
@@ -127,11 +156,22 @@ impl InFlight {
 
     /// A reader: the owner's notifications not in the store.
     pub(crate) fn notices(&self, owner: &str) -> Vec<(u64, Bytes)> {
-        self.lock().notices.get(owner).cloned().unwrap_or_default()
+        let l = self.lock();
+        let mut out = l.committing_notices.get(owner).cloned().unwrap_or_default();
+        out.extend(l.notices.get(owner).into_iter().flatten().cloned());
+        out
     }
 }
 
 impl Pending {
+    /// `newer` on top of this: its events after this one's last, and its snapshot.
+    fn stack(&mut self, newer: &Pending) {
+        let last = self.events.last().map_or(0, |e| e.0);
+        self.events
+            .extend(newer.events.iter().filter(|e| e.0 > last).cloned());
+        self.job = newer.job.clone();
+    }
+
     /// The newer of `job` (read after this was taken) and the snapshot here.
     pub(crate) fn newer(self, job: Job) -> Job {
         if self.job.seq > job.seq {

@@ -6,15 +6,18 @@
 //! group touched. The writer keeps applying groups to one open redb write
 //! transaction and commits it (a *checkpoint*) only every [`super::CHECKPOINT_EVERY`]
 //! or when the journal fills; the checkpoint stores the number of the last record
-//! it holds (`META["journal"]`), and the journal starts over at offset 0.
+//! it holds (`META["journal"]`), and the journal starts over at offset 0 (of the
+//! other segment, when the checkpoint commits in the background).
 //!
 //! # File format
-//! `jobwire.journal` in the data directory: records back to back from offset 0,
-//! each `number: u64 LE | len: u32 LE | crc32(number, len, payload): u32 LE |
-//! payload`. Numbers are consecutive across the store's life. At open, the records
-//! numbered `META["journal"] + 1, + 2, …` are replayed in order, up to the first
-//! record that is missing, torn (bad checksum) or out of sequence (left from before
-//! the last checkpoint): such a record was never acknowledged.
+//! Two segments, `jobwire.journal` and `jobwire.journal.1` in the data directory
+//! (see [`Journal`] for which is written when), each records back to back from
+//! offset 0, each `number: u64 LE | len: u32 LE | crc32(number, len, payload): u32
+//! LE | payload`. Numbers are consecutive across the store's life and both
+//! segments. At open, the records numbered `META["journal"] + 1, + 2, …` are
+//! replayed in order ([`chain`]), up to the first record that is missing, torn
+//! (bad checksum) or out of sequence (left from before the last checkpoint): such
+//! a record was never acknowledged.
 //!
 //! The file is grown in zeroed, synced [`GROW`] chunks ahead of the write offset, so
 //! that a group's `fdatasync` flushes its data only, not the file's size.
@@ -24,8 +27,9 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// The journal's file name inside the data directory.
-pub const FILE: &str = "jobwire.journal";
+/// The journal's two segment files inside the data directory (the first is the
+/// single journal file of stores from before segments).
+pub const FILES: [&str; 2] = ["jobwire.journal", "jobwire.journal.1"];
 
 /// Bytes of a record header: number, length, checksum.
 const HEADER: usize = 16;
@@ -322,24 +326,38 @@ pub(super) fn records(buf: &[u8], after: u64) -> Vec<(u64, &[u8])> {
     out
 }
 
-/// The journal file, written by the writer thread alone.
-pub(super) struct Journal {
+/// The records after `after` across both segments: the segment whose first record
+/// is `after + 1`, then the other one if it goes on from there (a checkpoint that
+/// was still committing when the process died switched segments; see [`Journal`]).
+pub(super) fn chain(segments: &[Vec<u8>; 2], after: u64) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    let mut last = after;
+    for _ in 0..2 {
+        let Some(more) = segments
+            .iter()
+            .map(|buf| records(buf, last))
+            .find(|r| !r.is_empty())
+        else {
+            break;
+        };
+        last = more.last().map_or(last, |r| r.0);
+        out.extend(more);
+    }
+    out
+}
+
+/// One journal file.
+struct Segment {
     file: File,
     path: PathBuf,
     /// Where the next record goes.
     end: u64,
     /// Bytes of the file that are allocated (zeroed and synced).
     allocated: u64,
-    /// The number of the next record.
-    next: u64,
 }
 
-impl Journal {
-    /// Opens (or creates) the journal in `dir` and reads it whole. The writer
-    /// replays what [`records`] finds after the store's checkpoint, then calls
-    /// [`Journal::restart`].
-    pub(super) fn open(dir: &Path) -> std::io::Result<(Journal, Vec<u8>)> {
-        let path = dir.join(FILE);
+impl Segment {
+    fn open(path: PathBuf, dir: &Path) -> std::io::Result<(Segment, Vec<u8>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -353,62 +371,13 @@ impl Journal {
             // A new file: make its directory entry durable before any record.
             File::open(dir)?.sync_all()?;
         }
-        Ok((
-            Journal {
-                file,
-                path,
-                end: 0,
-                allocated,
-                next: 1,
-            },
-            buf,
-        ))
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The journal starts over at offset 0 after a checkpoint that holds every
-    /// record before `next`.
-    pub(super) fn restart(&mut self, next: u64) {
-        self.end = 0;
-        self.next = next;
-    }
-
-    /// The number the next record gets (a checkpoint that stands in for a record
-    /// takes it with [`Journal::skip`]).
-    pub(super) fn next_number(&self) -> u64 {
-        self.next
-    }
-
-    /// Bytes written since the last checkpoint.
-    pub(super) fn len(&self) -> u64 {
-        self.end
-    }
-
-    /// Appends one record and makes it durable (`fdatasync`). On error the write
-    /// offset does not move: the next record overwrites whatever reached the file.
-    pub(super) fn append(&mut self, payload: &[u8]) -> std::io::Result<u64> {
-        let len = u32::try_from(payload.len())
-            .ok()
-            .filter(|&l| (l as usize) <= MAX_PAYLOAD)
-            .ok_or_else(|| std::io::Error::other("journal record too large"))?;
-        let number = self.next;
-        let total = (HEADER + payload.len()) as u64;
-        if self.end + total > self.allocated {
-            self.grow(self.end + total)?;
-        }
-        let mut rec = Vec::with_capacity(HEADER + payload.len());
-        rec.extend_from_slice(&number.to_le_bytes());
-        rec.extend_from_slice(&len.to_le_bytes());
-        rec.extend_from_slice(&checksum(number, len, payload).to_le_bytes());
-        rec.extend_from_slice(payload);
-        self.file.write_all_at(&rec, self.end)?;
-        self.file.sync_data()?;
-        self.end += total;
-        self.next += 1;
-        Ok(number)
+        let segment = Segment {
+            file,
+            path,
+            end: 0,
+            allocated,
+        };
+        Ok((segment, buf))
     }
 
     /// Grows the file with zeroes to at least `to` bytes, in [`GROW`] steps, and
@@ -425,6 +394,90 @@ impl Journal {
         self.file.sync_all()?;
         self.allocated = target;
         Ok(())
+    }
+}
+
+/// The journal, written by the writer thread alone: two segment files, one of
+/// them active. A checkpoint committed on the writer's thread restarts the active
+/// segment ([`Journal::restart`]); one committed in the background first
+/// switches to the other segment ([`Journal::switch`]), so that the records
+/// written while it commits survive it. The inactive segment then holds only
+/// records the committing checkpoint covers, and is switched back to (and
+/// overwritten) only when a later checkpoint begins, after this one completed.
+pub(super) struct Journal {
+    segments: [Segment; 2],
+    active: usize,
+    /// The number of the next record.
+    next: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) both segments in `dir` and reads them whole. The writer
+    /// replays what [`chain`] finds after the store's checkpoint, then calls
+    /// [`Journal::restart`].
+    pub(super) fn open(dir: &Path) -> std::io::Result<(Journal, [Vec<u8>; 2])> {
+        let (first, a) = Segment::open(dir.join(FILES[0]), dir)?;
+        let (second, b) = Segment::open(dir.join(FILES[1]), dir)?;
+        let journal = Journal {
+            segments: [first, second],
+            active: 0,
+            next: 1,
+        };
+        Ok((journal, [a, b]))
+    }
+
+    /// The active segment's path.
+    pub(super) fn path(&self) -> &Path {
+        &self.segments[self.active].path
+    }
+
+    /// The active segment starts over at offset 0 after a checkpoint that holds
+    /// every record before `next`.
+    pub(super) fn restart(&mut self, next: u64) {
+        self.segments[self.active].end = 0;
+        self.next = next;
+    }
+
+    /// Records go to the other segment from offset 0 on: a checkpoint holding every
+    /// record so far begins (and its commit may not complete).
+    pub(super) fn switch(&mut self) {
+        self.active ^= 1;
+        self.segments[self.active].end = 0;
+    }
+
+    /// The number the next record gets.
+    pub(super) fn next_number(&self) -> u64 {
+        self.next
+    }
+
+    /// Bytes written to the active segment.
+    pub(super) fn len(&self) -> u64 {
+        self.segments[self.active].end
+    }
+
+    /// Appends one record and makes it durable (`fdatasync`). On error the write
+    /// offset does not move: the next record overwrites whatever reached the file.
+    pub(super) fn append(&mut self, payload: &[u8]) -> std::io::Result<u64> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&l| (l as usize) <= MAX_PAYLOAD)
+            .ok_or_else(|| std::io::Error::other("journal record too large"))?;
+        let number = self.next;
+        let total = (HEADER + payload.len()) as u64;
+        let seg = &mut self.segments[self.active];
+        if seg.end + total > seg.allocated {
+            seg.grow(seg.end + total)?;
+        }
+        let mut rec = Vec::with_capacity(HEADER + payload.len());
+        rec.extend_from_slice(&number.to_le_bytes());
+        rec.extend_from_slice(&len.to_le_bytes());
+        rec.extend_from_slice(&checksum(number, len, payload).to_le_bytes());
+        rec.extend_from_slice(payload);
+        seg.file.write_all_at(&rec, seg.end)?;
+        seg.file.sync_data()?;
+        seg.end += total;
+        self.next += 1;
+        Ok(number)
     }
 }
 
@@ -497,7 +550,7 @@ mod tests {
     fn records_stop_at_a_torn_or_stale_record() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, buf) = Journal::open(dir.path()).unwrap();
-        assert!(buf.is_empty());
+        assert!(buf.iter().all(Vec::is_empty));
         j.restart(5);
         for p in [&b"one"[..], b"two", b"three"] {
             j.append(p).unwrap();
@@ -525,5 +578,34 @@ mod tests {
         let mut long = all.clone();
         long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(records(&long, 7).is_empty());
+    }
+
+    #[test]
+    fn a_switch_mid_checkpoint_chains_both_segments_and_a_later_one_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = || Journal::open(dir.path()).unwrap().1;
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.restart(1);
+        j.append(b"one").unwrap();
+        j.append(b"two").unwrap();
+        // A checkpoint holding 1..=2 begins in the background; 3 and 4 go on.
+        j.switch();
+        j.append(b"three").unwrap();
+        j.append(b"four").unwrap();
+        let segs = read();
+        let numbers = |after| chain(&segs, after).iter().map(|r| r.0).collect::<Vec<_>>();
+        // It never completed (the store still says 0): all four, in order.
+        assert_eq!(numbers(0), [1, 2, 3, 4]);
+        // It completed (the store says 2): the second segment only.
+        assert_eq!(numbers(2), [3, 4]);
+        assert!(numbers(4).is_empty());
+        // The next checkpoint (holding 1..=4) switches back: 1 and 2 are overwritten.
+        j.switch();
+        j.append(b"five").unwrap();
+        let segs = read();
+        let numbers = |after| chain(&segs, after).iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(numbers(2), [3, 4, 5]);
+        assert_eq!(numbers(4), [5]);
+        assert_eq!(chain(&segs, 4)[0].1, b"five");
     }
 }

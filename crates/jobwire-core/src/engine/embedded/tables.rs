@@ -1,17 +1,29 @@
-//! The tables of the writer's open write transaction, and the one way the writer
-//! changes them: [`Tables::put`] applies an [`Op`] and records it for the group's
-//! journal record; [`Tables::apply`] replays a recorded op (at open, and after a
-//! failed group, from the records since the last checkpoint).
+//! The tables the writer changes, and the one way it changes them: [`Tables::put`]
+//! applies an [`Op`] and records it for the group's journal record;
+//! [`Tables::apply`] replays a recorded op (at open, and after a failed group,
+//! from the records since the last checkpoint).
+//!
+//! Usually they are the tables of the writer's open write transaction. While a
+//! checkpoint commits that transaction in the background (see `durable`), no
+//! write transaction can be open: groups are then applied to an [`Overlay`], which
+//! keeps only what the writer itself looks up again (snapshots, create
+//! fingerprints, idempotency keys, notification heads) on top of the store's last
+//! committed state; their records are replayed into the next transaction once the
+//! commit is done.
 
 use super::journal::{BadRecord, Op, Ops};
+use super::read::read_job;
 use super::{
-    db_err, API_KEYS, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, META, NOTIFY,
+    db_err, storage, API_KEYS, CREATES, EPOCH_KEY, EVENTS, EXPIRY, IDEMPOTENCY, JOBS, META, NOTIFY,
     NOTIFY_HEAD,
 };
 use crate::error::HubError;
-use redb::{Table, WriteTransaction};
+use jobwire_proto::Job;
+use redb::{Database, ReadOnlyTable, ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
 
-pub(super) struct Tables<'t> {
+/// The open write transaction's tables.
+pub(super) struct TxnTables<'t> {
     pub(super) jobs: Table<'t, &'static str, &'static [u8]>,
     pub(super) events: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) idem: Table<'t, (&'static str, &'static str), u64>,
@@ -22,13 +34,89 @@ pub(super) struct Tables<'t> {
     /// API keys: written by the writer without a journal op (the group checkpoints).
     pub(super) api_keys: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+}
+
+/// The tables the writer looks up, as of the store's last committed checkpoint
+/// (read while a newer one commits).
+pub(super) struct Committed {
+    jobs: ReadOnlyTable<&'static str, &'static [u8]>,
+    idem: ReadOnlyTable<(&'static str, &'static str), u64>,
+    creates: ReadOnlyTable<&'static str, &'static [u8]>,
+    notify_head: ReadOnlyTable<&'static str, u64>,
+}
+
+impl Committed {
+    pub(super) fn open(db: &Database) -> Result<Committed, HubError> {
+        let txn = db.begin_read().map_err(db_err)?;
+        Ok(Committed {
+            jobs: txn.open_table(JOBS).map_err(db_err)?,
+            idem: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
+            creates: txn.open_table(CREATES).map_err(db_err)?,
+            notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
+        })
+    }
+}
+
+/// What the ops since the last *completed* checkpoint set, of what the writer
+/// looks up: the newest value per key.
+#[derive(Default)]
+pub(super) struct Overlay {
+    jobs: HashMap<String, Vec<u8>>,
+    creates: HashMap<String, Vec<u8>>,
+    idem: HashMap<String, HashMap<String, u64>>,
+    heads: HashMap<String, u64>,
+}
+
+impl Overlay {
+    /// The overlay of `records` (the ones the committing checkpoint holds).
+    pub(super) fn of(records: &[(u64, Vec<u8>)]) -> Result<Overlay, HubError> {
+        let mut o = Overlay::default();
+        for (number, payload) in records {
+            for op in Ops::new(*number, payload) {
+                o.note(&op.map_err(|e: BadRecord| HubError::Damaged(e.to_string()))?);
+            }
+        }
+        Ok(o)
+    }
+
+    fn note(&mut self, op: &Op<'_>) {
+        match *op {
+            Op::Job { id, snapshot } => drop(self.jobs.insert(id.into(), snapshot.into())),
+            Op::Create { id, fingerprint } => {
+                drop(self.creates.insert(id.into(), fingerprint.into()))
+            }
+            Op::Idem { id, event_id, seq } => drop(
+                self.idem
+                    .entry(id.into())
+                    .or_default()
+                    .insert(event_id.into(), seq),
+            ),
+            Op::NotifyHead { owner, seq } => drop(self.heads.insert(owner.into(), seq)),
+            // Not looked up by the writer (a sweep waits for the commit).
+            Op::Event { .. }
+            | Op::Trim { .. }
+            | Op::Expiry { .. }
+            | Op::Notify { .. }
+            | Op::Unnotify { .. }
+            | Op::Epoch(_) => {}
+        }
+    }
+}
+
+enum Backing<'t> {
+    Txn(Box<TxnTables<'t>>),
+    Overlay(&'t mut Overlay, &'t Committed),
+}
+
+pub(super) struct Tables<'t> {
+    backing: Backing<'t>,
     /// The ops put since [`Tables::open`], encoded: the group's journal record.
     pub(super) record: Vec<u8>,
 }
 
 impl<'t> Tables<'t> {
     pub(super) fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, HubError> {
-        Ok(Tables {
+        let t = TxnTables {
             jobs: txn.open_table(JOBS).map_err(db_err)?,
             events: txn.open_table(EVENTS).map_err(db_err)?,
             idem: txn.open_table(IDEMPOTENCY).map_err(db_err)?,
@@ -38,8 +126,30 @@ impl<'t> Tables<'t> {
             notify_head: txn.open_table(NOTIFY_HEAD).map_err(db_err)?,
             api_keys: txn.open_table(API_KEYS).map_err(db_err)?,
             meta: txn.open_table(META).map_err(db_err)?,
+        };
+        Ok(Tables {
+            backing: Backing::Txn(Box::new(t)),
             record: Vec::new(),
         })
+    }
+
+    /// Tables over `overlay` and `committed` while a checkpoint commits.
+    pub(super) fn overlay(overlay: &'t mut Overlay, committed: &'t Committed) -> Tables<'t> {
+        Tables {
+            backing: Backing::Overlay(overlay, committed),
+            record: Vec::new(),
+        }
+    }
+
+    /// The write transaction's tables, for what only runs with one open (sweeps
+    /// and API keys: the writer waits for a background commit before those).
+    pub(super) fn txn(&mut self) -> Result<&mut TxnTables<'t>, HubError> {
+        match &mut self.backing {
+            Backing::Txn(t) => Ok(t),
+            Backing::Overlay(..) => Err(HubError::Storage(
+                "internal: a write that needs the store ran during a checkpoint".into(),
+            )),
+        }
     }
 
     /// Applies `op` and records it in this group's journal record.
@@ -51,19 +161,24 @@ impl<'t> Tables<'t> {
 
     /// Applies `op` without recording it.
     pub(super) fn apply(&mut self, op: &Op<'_>) -> Result<(), redb::StorageError> {
-        match *op {
-            Op::Job { id, snapshot } => drop(self.jobs.insert(id, snapshot)?),
-            Op::Event { id, seq, bytes } => drop(self.events.insert((id, seq), bytes)?),
-            Op::Trim { id, from, to } => {
-                self.events.retain_in((id, from)..(id, to), |_, _| false)?
+        let t = match &mut self.backing {
+            Backing::Txn(t) => t,
+            Backing::Overlay(o, _) => {
+                o.note(op);
+                return Ok(());
             }
-            Op::Idem { id, event_id, seq } => drop(self.idem.insert((id, event_id), seq)?),
-            Op::Create { id, fingerprint } => drop(self.creates.insert(id, fingerprint)?),
-            Op::Expiry { at, id } => drop(self.expiry.insert((at, id), ())?),
-            Op::Notify { owner, seq, frame } => drop(self.notify.insert((owner, seq), frame)?),
-            Op::NotifyHead { owner, seq } => drop(self.notify_head.insert(owner, seq)?),
-            Op::Unnotify { owner, seq } => drop(self.notify.remove((owner, seq))?),
-            Op::Epoch(e) => drop(self.meta.insert(EPOCH_KEY, e)?),
+        };
+        match *op {
+            Op::Job { id, snapshot } => drop(t.jobs.insert(id, snapshot)?),
+            Op::Event { id, seq, bytes } => drop(t.events.insert((id, seq), bytes)?),
+            Op::Trim { id, from, to } => t.events.retain_in((id, from)..(id, to), |_, _| false)?,
+            Op::Idem { id, event_id, seq } => drop(t.idem.insert((id, event_id), seq)?),
+            Op::Create { id, fingerprint } => drop(t.creates.insert(id, fingerprint)?),
+            Op::Expiry { at, id } => drop(t.expiry.insert((at, id), ())?),
+            Op::Notify { owner, seq, frame } => drop(t.notify.insert((owner, seq), frame)?),
+            Op::NotifyHead { owner, seq } => drop(t.notify_head.insert(owner, seq)?),
+            Op::Unnotify { owner, seq } => drop(t.notify.remove((owner, seq))?),
+            Op::Epoch(e) => drop(t.meta.insert(EPOCH_KEY, e)?),
         }
         Ok(())
     }
@@ -77,15 +192,64 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// The job's stored snapshot.
+    pub(super) fn job(&self, id: &str) -> Result<Option<Job>, HubError> {
+        match &self.backing {
+            Backing::Txn(t) => read_job(&t.jobs, id),
+            Backing::Overlay(o, c) => match o.jobs.get(id) {
+                Some(raw) => serde_json::from_slice(raw).map(Some).map_err(storage),
+                None => read_job(&c.jobs, id),
+            },
+        }
+    }
+
+    /// Whether the job was created with `fingerprint`.
+    pub(super) fn same_create(&self, id: &str, fingerprint: &[u8]) -> Result<bool, HubError> {
+        let stored = |v: Option<redb::AccessGuard<'_, &'static [u8]>>| {
+            v.is_some_and(|v| v.value() == fingerprint)
+        };
+        match &self.backing {
+            Backing::Txn(t) => t.creates.get(id).map(stored).map_err(db_err),
+            Backing::Overlay(o, c) => match o.creates.get(id) {
+                Some(f) => Ok(f.as_slice() == fingerprint),
+                None => c.creates.get(id).map(stored).map_err(db_err),
+            },
+        }
+    }
+
+    /// The seq an idempotency key was published at.
+    pub(super) fn idem(&self, id: &str, event_id: &str) -> Result<Option<u64>, redb::StorageError> {
+        let value = |v: Option<redb::AccessGuard<'_, u64>>| v.map(|v| v.value());
+        match &self.backing {
+            Backing::Txn(t) => t.idem.get((id, event_id)).map(value),
+            Backing::Overlay(o, c) => match o.idem.get(id).and_then(|m| m.get(event_id)) {
+                Some(seq) => Ok(Some(*seq)),
+                None => c.idem.get((id, event_id)).map(value),
+            },
+        }
+    }
+
+    /// The owner's notification head (0: none yet).
+    pub(super) fn notify_head(&self, owner: &str) -> Result<u64, redb::StorageError> {
+        let value = |v: Option<redb::AccessGuard<'_, u64>>| v.map_or(0, |v| v.value());
+        match &self.backing {
+            Backing::Txn(t) => t.notify_head.get(owner).map(value),
+            Backing::Overlay(o, c) => match o.heads.get(owner) {
+                Some(seq) => Ok(*seq),
+                None => c.notify_head.get(owner).map(value),
+            },
+        }
+    }
+
     /// `meta[key]`.
-    pub(super) fn meta(&self, key: &str) -> Result<Option<u64>, HubError> {
-        use redb::ReadableTable;
-        Ok(self.meta.get(key).map_err(db_err)?.map(|v| v.value()))
+    pub(super) fn meta(&mut self, key: &str) -> Result<Option<u64>, HubError> {
+        let t = self.txn()?;
+        Ok(t.meta.get(key).map_err(db_err)?.map(|v| v.value()))
     }
 
     /// `meta[key] = value`, not recorded (checkpoint bookkeeping).
     pub(super) fn set_meta(&mut self, key: &str, value: u64) -> Result<(), HubError> {
-        self.meta.insert(key, value).map_err(db_err)?;
+        self.txn()?.meta.insert(key, value).map_err(db_err)?;
         Ok(())
     }
 }

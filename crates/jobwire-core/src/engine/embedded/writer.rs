@@ -15,11 +15,12 @@
 //! light traffic (three windows in a row caught nothing) groups stop waiting, but
 //! for one in eight, until a window catches a request again.
 
+use super::durable::Committing;
 use super::group::{refuse_all, Ack, Fail, Group};
 use super::inflight::InFlight;
 use super::intake::Intake;
 use super::journal::{Journal, Op};
-use super::read::{read_job, read_key};
+use super::read::read_key;
 use super::tables::Tables;
 use super::{db_err, storage, Request, Retention, Store};
 use crate::channel;
@@ -88,11 +89,17 @@ pub(super) struct Writer {
     /// Test hook: a publish to a job whose key ends with this fails as a storage
     /// error in the middle of its group (what a failed redb read does).
     pub(super) abort_on: Option<String>,
-    /// The write transaction holding every group since the last checkpoint.
+    /// The write transaction holding every group since the last checkpoint (none
+    /// while one commits in the background).
     pub(super) txn: Option<WriteTransaction>,
+    /// The checkpoint committing in the background, if one is.
+    pub(super) committing: Option<Committing>,
+    /// Test hook: a pause before each background checkpoint's commit.
+    pub(super) checkpoint_delay: Option<Duration>,
     pub(super) journal: Journal,
-    /// The journal records since the last checkpoint, `(number, payload)`: what
-    /// the transaction holds besides the checkpoint (replayed after a failure).
+    /// The journal records since the last checkpoint began, `(number, payload)`:
+    /// what the transaction holds besides the checkpoint (replayed after a
+    /// failure), or while one commits, what the next transaction will.
     pub(super) records: Vec<(u64, Vec<u8>)>,
     /// The transaction was dropped after a failure: `records` must be replayed
     /// and checkpointed before the next group.
@@ -119,12 +126,18 @@ impl Writer {
                 break;
             }
         }
+        if let Err(e) = self.finish_commit(true) {
+            tracing::error!(error = %e, "the last checkpoint failed; the journal holds its writes");
+        }
         tracing::debug!("writer thread stopped");
     }
 
     /// Applies `batch`, then what comes within the flush window (see the module
     /// docs), and commits it all as one group. Returns true when asked to stop.
     fn commit_group(&mut self, batch: &mut Vec<Request>, intake: &mut Intake) -> bool {
+        if let Err(e) = self.finish_commit(false) {
+            self.checkpoint_failed(e);
+        }
         if !self.probe() {
             let e = self.broken.as_ref().map_or_else(
                 || HubError::Storage("store unavailable".into()),
@@ -218,10 +231,18 @@ impl Writer {
                     ack.succeed();
                 }
                 self.healthy.store(true, Ordering::Release);
+                if !checkpointed {
+                    self.checkpoint_if_due();
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; nothing in this group was acknowledged");
                 self.healthy.store(false, Ordering::Release);
+                // A background checkpoint ends first (the store reopens below);
+                // whatever it does, the records stay in `records` or the store.
+                if let Err(ce) = self.finish_commit(true) {
+                    tracing::error!(error = %ce, "the background checkpoint failed too");
+                }
                 // The transaction holds this group: drop it; the records since the
                 // checkpoint (acknowledged) are replayed once the store takes
                 // writes again, and readers see them meanwhile (settled).
@@ -317,31 +338,55 @@ impl Writer {
         }
     }
 
-    /// Applies `batch` to the open write transaction (begun if none is), adding
-    /// its ops to the group's journal record and the new snapshots of the jobs it
-    /// changed to the group's.
+    /// Applies `batch` to the open write transaction (begun if none is), or while
+    /// a checkpoint commits, to the overlay (see `tables`), adding its ops to the
+    /// group's journal record and the new snapshots of the jobs it changed to the
+    /// group's. A request that needs the store itself waits for the commit.
     fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
-        let txn = match self.txn.take() {
-            Some(txn) => txn,
-            None => self.store.db()?.begin_write().map_err(db_err)?,
-        };
-        let applied = self.apply_to(&txn, batch, group);
+        if self.committing.is_some() && batch.iter().any(Request::needs_store) {
+            self.finish_commit(true)?;
+            if !group.record.is_empty() {
+                // What this group applied to the overlay goes into the new
+                // transaction too.
+                let txn = self.begin()?;
+                let replayed = Tables::open(&txn).and_then(|mut t| t.replay(0, &group.record));
+                self.txn = Some(txn);
+                replayed?;
+            }
+        }
+        if let Some(mut c) = self.committing.take() {
+            let applied = {
+                let mut t = Tables::overlay(&mut c.overlay, &c.committed);
+                self.apply_to(&mut t, batch, group)
+            };
+            self.committing = Some(c);
+            return applied;
+        }
+        let txn = self.begin()?;
+        let applied = Tables::open(&txn).and_then(|mut t| self.apply_to(&mut t, batch, group));
         self.txn = Some(txn);
         applied
     }
 
+    /// The open write transaction, taken (begun if none is).
+    pub(super) fn begin(&mut self) -> Result<WriteTransaction, HubError> {
+        match self.txn.take() {
+            Some(txn) => Ok(txn),
+            None => self.store.db()?.begin_write().map_err(db_err),
+        }
+    }
+
     fn apply_to(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         batch: &mut Vec<Request>,
         group: &mut Group,
     ) -> Result<(), HubError> {
-        let mut t = Tables::open(txn)?;
         {
             let now = Timestamp::now();
             let mut queue = batch.drain(..);
             while let Some(req) = queue.next() {
-                if let Err(e) = self.apply_one(&mut t, group, req, now) {
+                if let Err(e) = self.apply_one(t, group, req, now) {
                     // The requests after it fail with the group's error (see
                     // `refuse_all`), not as if the writer were gone.
                     let unreached: Vec<Request> = queue.collect();
@@ -407,23 +452,25 @@ impl Writer {
                 }
             },
             Request::Sweep => {
-                group.must_checkpoint |= self.sweep(t, now).map_err(db_err)?;
+                group.must_checkpoint |= self.sweep(t, now)?;
             }
             Request::PutKey { key, reply } => {
                 let bytes = serde_json::to_vec(&key).map_err(storage)?;
                 group.acks.push(Ack::PutKey(reply));
-                t.api_keys
+                t.txn()?
+                    .api_keys
                     .insert(key.id.as_str(), bytes.as_slice())
                     .map_err(db_err)?;
                 group.must_checkpoint = true;
             }
             Request::RevokeKey { tenant, id, reply } => {
-                let found = read_key(&t.api_keys, &id)?.filter(|k| k.tenant == tenant);
+                let found = read_key(&t.txn()?.api_keys, &id)?.filter(|k| k.tenant == tenant);
                 let revoked = found.is_some();
                 if let Some(mut key) = found {
                     key.revoked = true;
                     let bytes = serde_json::to_vec(&key).map_err(storage)?;
-                    t.api_keys
+                    t.txn()?
+                        .api_keys
                         .insert(id.as_str(), bytes.as_slice())
                         .map_err(db_err)?;
                     group.must_checkpoint = true;
@@ -450,7 +497,7 @@ impl Writer {
         if let Some(j) = self.cache.get(id) {
             return Ok(Some((**j).clone()));
         }
-        read_job(&t.jobs, id).map_err(Fail::Abort)
+        t.job(id).map_err(Fail::Abort)
     }
 
     fn create(
@@ -462,10 +509,7 @@ impl Writer {
     ) -> Result<Created, Fail> {
         let fingerprint = apply::create_fingerprint(&new);
         if let Some(existing) = self.load(t, group, &new.key)? {
-            let same = t
-                .creates
-                .get(new.key.as_str())?
-                .is_some_and(|v| v.value() == fingerprint.as_slice());
+            let same = t.same_create(&new.key, &fingerprint).map_err(Fail::Abort)?;
             return if same {
                 Ok(Created {
                     job: existing,
@@ -512,9 +556,9 @@ impl Writer {
             .load(t, group, job_id)?
             .ok_or(Fail::Refuse(HubError::NotFound))?;
         job.enter_epoch(self.epoch.load(Ordering::Relaxed));
-        let idem = &t.idem;
+        let lookup = &*t;
         let applied = apply::apply_inputs(&mut job, job_id, inputs, now, |eid| {
-            idem.get((job_id, eid)).map(|g| g.map(|v| v.value()))
+            lookup.idem(job_id, eid)
         })
         .map_err(|e| match e {
             ApplyError::Refuse(e) => Fail::Refuse(e),
@@ -550,7 +594,7 @@ impl Writer {
             // same transaction, so a notification exists iff the event does.
             if let Some(last) = applied.events.last() {
                 let owner = apply::owner_route(&job);
-                let head = t.notify_head.get(owner.as_str())?.map_or(0, |v| v.value());
+                let head = t.notify_head(owner.as_str())?;
                 let seq = head + 1;
                 let frame = channel::notification_frame(seq, &last.published.bytes);
                 t.put(Op::Notify {
@@ -589,21 +633,30 @@ impl Writer {
 
     /// Deletes terminal jobs whose expiry time has passed (not journaled: returns
     /// whether it deleted any, and then the group checkpoints).
-    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<bool, redb::StorageError> {
+    fn sweep(&mut self, t: &mut Tables<'_>, now: Timestamp) -> Result<bool, HubError> {
+        let t = t.txn()?;
         let mut expired: Vec<(u64, String)> = Vec::new();
-        for item in t.expiry.range((0, "")..(now.as_millis(), ""))? {
-            let (k, _) = item?;
+        for item in t
+            .expiry
+            .range((0, "")..(now.as_millis(), ""))
+            .map_err(db_err)?
+        {
+            let (k, _) = item.map_err(db_err)?;
             let (at, id) = k.value();
             expired.push((at, id.to_owned()));
         }
         for (at, id) in &expired {
-            t.expiry.remove((*at, id.as_str()))?;
-            t.jobs.remove(id.as_str())?;
-            t.creates.remove(id.as_str())?;
-            t.events
-                .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
-            t.idem
-                .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
+            let deleted = (|| -> Result<(), redb::StorageError> {
+                t.expiry.remove((*at, id.as_str()))?;
+                t.jobs.remove(id.as_str())?;
+                t.creates.remove(id.as_str())?;
+                t.events
+                    .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                t.idem
+                    .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
+                Ok(())
+            })();
+            deleted.map_err(db_err)?;
             self.cache.remove(id);
             self.tail.remove(id);
         }
