@@ -1,6 +1,7 @@
 //! Crash and restart scripts against the real binary.
 
 mod abort;
+mod background;
 mod epochs;
 mod journal;
 mod window;
