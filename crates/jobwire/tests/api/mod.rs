@@ -482,6 +482,8 @@ async fn finished_jobs_expire_after_their_ttl(engine: Engine) {
     .await;
     s.create("done").await;
     s.create("running").await;
+    let keyed = |line: &str| json!({"type": "log", "line": line, "event_id": line});
+    s.publish("done", json!([keyed("a"), keyed("b")])).await;
     s.publish("done", json!({"type": "cancelled"})).await;
     s.publish("running", json!({"type": "progress", "progress": 5}))
         .await;
@@ -501,6 +503,21 @@ async fn finished_jobs_expire_after_their_ttl(engine: Engine) {
     assert_eq!(st, StatusCode::OK, "non-terminal jobs are kept");
     let (st, _) = s.get("/v1/jobs/done/events?since=0").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // A new job under the same id starts clean: none of the old events or
+    // idempotency keys come back.
+    s.create("done").await;
+    assert_eq!(
+        s.publish("done", json!([keyed("b"), keyed("c")])).await,
+        vec![2, 3]
+    );
+    let (_, page) = s.get("/v1/jobs/done/events?since=0").await;
+    let seqs: Vec<(u64, &str)> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| Some((e["seq"].as_u64()?, e["type"].as_str()?)))
+        .collect();
+    assert_eq!(seqs, [(1, "created"), (2, "log"), (3, "log")], "{page}");
 }
 
 async fn health_metrics_and_openapi(engine: Engine) {

@@ -106,7 +106,7 @@ impl Overlay {
 /// Deletes `id`'s events `from..to` with one `remove` per stored key. (redb's
 /// `retain_in` copies the path to every key it deletes, even pages this
 /// transaction already wrote: a trim of one event cost twice its insert.)
-fn trim(
+pub(super) fn trim(
     events: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
     id: &str,
     from: u64,

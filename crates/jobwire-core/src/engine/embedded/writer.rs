@@ -21,7 +21,7 @@ use super::inflight::InFlight;
 use super::intake::Intake;
 use super::journal::{Journal, Op};
 use super::read::read_key;
-use super::tables::Tables;
+use super::tables::{trim, Tables};
 use super::{db_err, storage, Request, Retention, Store};
 use crate::channel;
 use crate::engine::apply::{self, ApplyError};
@@ -650,8 +650,7 @@ impl Writer {
                 t.expiry.remove((*at, id.as_str()))?;
                 t.jobs.remove(id.as_str())?;
                 t.creates.remove(id.as_str())?;
-                t.events
-                    .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+                trim(&mut t.events, id, 0, u64::MAX)?;
                 t.idem
                     .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
                 Ok(())
