@@ -259,6 +259,7 @@ impl Embedded {
         {
             let txn = db.begin_write().map_err(db_err)?;
             let mut t = tables::Tables::open(&txn)?;
+            t.txn()?.open_all().map_err(db_err)?;
             // What the journal holds after the last checkpoint, back in the store.
             let after = t.meta(JOURNAL_KEY)?.unwrap_or(0);
             let records = journal::chain(&found, after);

@@ -458,20 +458,21 @@ impl Writer {
                 let bytes = serde_json::to_vec(&key).map_err(storage)?;
                 group.acks.push(Ack::PutKey(reply));
                 t.txn()?
-                    .api_keys
-                    .insert(key.id.as_str(), bytes.as_slice())
+                    .api_keys()
+                    .and_then(|k| k.insert(key.id.as_str(), bytes.as_slice()).map(drop))
                     .map_err(db_err)?;
                 group.must_checkpoint = true;
             }
             Request::RevokeKey { tenant, id, reply } => {
-                let found = read_key(&t.txn()?.api_keys, &id)?.filter(|k| k.tenant == tenant);
+                let keys = t.txn()?.api_keys().map_err(db_err)?;
+                let found = read_key(keys, &id)?.filter(|k| k.tenant == tenant);
                 let revoked = found.is_some();
                 if let Some(mut key) = found {
                     key.revoked = true;
                     let bytes = serde_json::to_vec(&key).map_err(storage)?;
                     t.txn()?
-                        .api_keys
-                        .insert(id.as_str(), bytes.as_slice())
+                        .api_keys()
+                        .and_then(|k| k.insert(id.as_str(), bytes.as_slice()).map(drop))
                         .map_err(db_err)?;
                     group.must_checkpoint = true;
                 }
@@ -487,7 +488,7 @@ impl Writer {
     }
 
     /// The job as this group sees it: changed in this group, cached, or stored.
-    fn load(&self, t: &Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
+    fn load(&self, t: &mut Tables<'_>, group: &Group, id: &str) -> Result<Option<Job>, Fail> {
         if let Some(j) = group.dirty.get(id) {
             return Ok(Some(j.clone()));
         }
@@ -556,7 +557,7 @@ impl Writer {
             .load(t, group, job_id)?
             .ok_or(Fail::Refuse(HubError::NotFound))?;
         job.enter_epoch(self.epoch.load(Ordering::Relaxed));
-        let lookup = &*t;
+        let lookup = &mut *t;
         let applied = apply::apply_inputs(&mut job, job_id, inputs, now, |eid| {
             lookup.idem(job_id, eid)
         })
@@ -637,8 +638,8 @@ impl Writer {
         let t = t.txn()?;
         let mut expired: Vec<(u64, String)> = Vec::new();
         for item in t
-            .expiry
-            .range((0, "")..(now.as_millis(), ""))
+            .expiry()
+            .and_then(|e| e.range((0, "")..(now.as_millis(), "")))
             .map_err(db_err)?
         {
             let (k, _) = item.map_err(db_err)?;
@@ -647,11 +648,11 @@ impl Writer {
         }
         for (at, id) in &expired {
             let deleted = (|| -> Result<(), redb::StorageError> {
-                t.expiry.remove((*at, id.as_str()))?;
-                t.jobs.remove(id.as_str())?;
-                t.creates.remove(id.as_str())?;
-                trim(&mut t.events, id, 0, u64::MAX)?;
-                t.idem
+                t.expiry()?.remove((*at, id.as_str()))?;
+                t.jobs()?.remove(id.as_str())?;
+                t.creates()?.remove(id.as_str())?;
+                trim(t.events()?, id, 0, u64::MAX)?;
+                t.idem()?
                     .retain_in((id.as_str(), "")..(id.as_str(), "\u{7f}"), |_, _| false)?;
                 Ok(())
             })();
