@@ -1,5 +1,5 @@
 //! What one embedded-store checkpoint costs in redb for three table layouts, the
-//! measurement behind docs/perf.md "What a checkpoint writes": 1,000 events over
+//! measurement behind docs/perf-experiments.md "What a checkpoint writes": 1,000 events over
 //! 1,000 different jobs (many-jobs at 2,000/s between two checkpoints) on a store
 //! of 10,000 jobs.
 //!

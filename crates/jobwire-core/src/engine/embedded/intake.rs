@@ -5,7 +5,8 @@
 //! timer ticks in milliseconds: a window of 1 ms lasts 1-2 ms. A precise wait
 //! (parking the thread with a deadline in microseconds, closing the window after a
 //! few average gaps without an arrival) was measured and cost more CPU than it
-//! saved: 44-45 % of a core against 37 % at 2,000 publishes/s (docs/perf.md).
+//! saved: 44-45 % of a core against 37 % at 2,000 publishes/s
+//! (docs/perf-experiments.md, "A flush window").
 
 use super::{Request, MAX_BATCH};
 use std::time::Instant;
