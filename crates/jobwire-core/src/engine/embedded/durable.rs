@@ -56,6 +56,14 @@ impl Writer {
     /// group in it. Returns whether it checkpointed (then everything is in the
     /// store). Other checkpoints begin after the group ([`Self::checkpoint_if_due`]).
     pub(super) fn make_durable(&mut self, record: Vec<u8>, force: bool) -> Result<bool, HubError> {
+        if force && self.committing.is_some() {
+            // Requests that force wait for the commit before they apply
+            // (`apply_group`): refused before anything is journaled, so a group
+            // reported as failed is never replayed.
+            return Err(HubError::Storage(
+                "internal: a forced checkpoint while one commits in the background".into(),
+            ));
+        }
         if self.committing.is_none() {
             if record.is_empty() && self.records.is_empty() && !force {
                 // Nothing changed since the last checkpoint: let the transaction go.
@@ -72,14 +80,6 @@ impl Writer {
             let number = self.journal.append(&record).map_err(io_err)?;
             self.metrics.flush_duration.observe(started.elapsed());
             self.records.push((number, record));
-        }
-        if force {
-            // Applied to the overlay (requests that force wait for the commit,
-            // so this is a safety net): journaled above, in the next transaction
-            // after the commit, then checkpointed with it.
-            self.finish_commit(true)?;
-            self.checkpoint()?;
-            return Ok(true);
         }
         Ok(false)
     }

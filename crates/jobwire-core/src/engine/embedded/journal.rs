@@ -457,6 +457,9 @@ impl Journal {
 
     /// Appends one record and makes it durable (`fdatasync`). On error the write
     /// offset does not move: the next record overwrites whatever reached the file.
+    /// A record whose sync failed may still reach the disk; its header is cleared
+    /// (best effort) so that a crash before the next append does not replay a
+    /// group its callers were told failed.
     pub(super) fn append(&mut self, payload: &[u8]) -> std::io::Result<u64> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -474,7 +477,11 @@ impl Journal {
         rec.extend_from_slice(&checksum(number, len, payload).to_le_bytes());
         rec.extend_from_slice(payload);
         seg.file.write_all_at(&rec, seg.end)?;
-        seg.file.sync_data()?;
+        if let Err(e) = seg.file.sync_data() {
+            let cleared = seg.file.write_all_at(&[0u8; HEADER], seg.end);
+            drop(cleared.and_then(|()| seg.file.sync_data()));
+            return Err(e);
+        }
         seg.end += total;
         self.next += 1;
         Ok(number)
