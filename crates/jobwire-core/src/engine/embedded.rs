@@ -321,6 +321,7 @@ impl Embedded {
             abort_on: std::env::var(ABORT_ON_ENV).ok().filter(|v| !v.is_empty()),
             txn: None,
             committing: None,
+            sweep_deferred: false,
             checkpoint_delay: std::env::var(CHECKPOINT_DELAY_ENV)
                 .ok()
                 .and_then(|v| v.parse().ok())

@@ -39,7 +39,16 @@ fn admin() -> reqwest::Client {
 }
 
 fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Process {
-    Process::start_env(dir, "127.0.0.1:0", &["--jwt-secret", SECRET], env)
+    start_with(dir, env, &[])
+}
+
+fn start_with(dir: &std::path::Path, env: &[(&str, &str)], extra: &[&str]) -> Process {
+    let args: Vec<&str> = ["--jwt-secret", SECRET]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    Process::start_env(dir, "127.0.0.1:0", &args, env)
 }
 
 async fn checkpoints(http: &reqwest::Client, base: &str) -> f64 {
@@ -296,4 +305,74 @@ async fn what_follows_a_finished_background_checkpoint_survives_kill_9() {
 
     let p = start(dir.path(), &[]);
     assert_eq!(lines(&http, &p.base, "render-7").await, ["one", "two"]);
+}
+
+#[tokio::test]
+async fn a_sweep_during_a_background_checkpoint_waits_for_the_commit_not_the_publishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = admin();
+    // A sweep every 100 ms: most of them arrive while a commit is held.
+    let extra = ["--terminal-ttl", "0s", "--sweep-interval", "100ms"];
+    let p = start_with(dir.path(), &held(), &extra);
+    let base = p.base.clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Checkpoint 1 begins with this create; the job ends while it commits.
+    assert_eq!(
+        create(&http, &base, "render-8", json!({})).await.0,
+        StatusCode::CREATED
+    );
+    let began = Instant::now();
+    assert_eq!(
+        create(&http, &base, "render-9", json!({})).await.0,
+        StatusCode::CREATED
+    );
+    for ev in [
+        json!({"type": "status", "status": "in_progress"}),
+        json!({"type": "completed"}),
+    ] {
+        let (st, v, _) = publish(&http, &base, "render-8", ev).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+    // Sweeps keep arriving during the commit; publishes are not held behind them.
+    let mut i = 0;
+    while began.elapsed() < HOLD - Duration::from_millis(800) {
+        let (st, v, took) = publish(
+            &http,
+            &base,
+            "render-9",
+            json!({"type": "log", "line": format!("l{i}")}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert!(
+            took < HOLD / 4,
+            "publish {i} waited {took:?}: behind a sweep and the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+    }
+    assert!(i >= 5, "only {i} publishes during the commit");
+    // Once the commit is done, the deferred sweep deletes the finished job.
+    let deadline = Instant::now() + HOLD * 3;
+    loop {
+        let r = http
+            .get(format!("{base}/v1/jobs/render-8"))
+            .send()
+            .await
+            .expect("get");
+        if r.status() == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the finished job was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .get(format!("{base}/v1/jobs/render-9"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the running job is kept");
 }

@@ -14,7 +14,8 @@
 //! ([`Writer::finish_commit`]), the records since are replayed into a new
 //! transaction. If it fails, nothing acknowledged is lost: every record is in one
 //! of the journal's segments, and both generations are replayed once the store
-//! takes writes again. Sweeps, API keys and shutdown wait for the commit.
+//! takes writes again. API keys and shutdown wait for the commit; a sweep (a
+//! timer's tick, which nobody waits for) is put off until the commit is done.
 
 use super::tables::{Committed, Overlay, Tables};
 use super::writer::Writer;

@@ -94,6 +94,9 @@ pub(super) struct Writer {
     pub(super) txn: Option<WriteTransaction>,
     /// The checkpoint committing in the background, if one is.
     pub(super) committing: Option<Committing>,
+    /// A sweep arrived while a checkpoint committed: it runs once the commit is
+    /// done (it needs the store, and nothing waits for it).
+    pub(super) sweep_deferred: bool,
     /// Test hook: a pause before each background checkpoint's commit.
     pub(super) checkpoint_delay: Option<Duration>,
     pub(super) journal: Journal,
@@ -137,6 +140,10 @@ impl Writer {
     fn commit_group(&mut self, batch: &mut Vec<Request>, intake: &mut Intake) -> bool {
         if let Err(e) = self.finish_commit(false) {
             self.checkpoint_failed(e);
+        }
+        if self.sweep_deferred && self.committing.is_none() {
+            self.sweep_deferred = false;
+            batch.push(Request::Sweep);
         }
         if !self.probe() {
             let e = self.broken.as_ref().map_or_else(
@@ -343,6 +350,11 @@ impl Writer {
     /// group's journal record and the new snapshots of the jobs it changed to the
     /// group's. A request that needs the store itself waits for the commit.
     fn apply_group(&mut self, batch: &mut Vec<Request>, group: &mut Group) -> Result<(), HubError> {
+        if self.committing.is_some() && batch.iter().any(|r| matches!(r, Request::Sweep)) {
+            // The sweep timer's tick waits for the commit instead of the group.
+            batch.retain(|r| !matches!(r, Request::Sweep));
+            self.sweep_deferred = true;
+        }
         if self.committing.is_some() && batch.iter().any(Request::needs_store) {
             self.finish_commit(true)?;
             if !group.record.is_empty() {
