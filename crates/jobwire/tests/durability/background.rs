@@ -7,7 +7,7 @@
 //! nothing: the restarted binary chains both journal segments.
 
 use super::post;
-use crate::support::{code, hs256, metric_at, seqs, Process};
+use crate::support::{code, get_json, hs256, metric_at, seqs, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -96,14 +96,7 @@ async fn until_checkpoints(http: &reqwest::Client, base: &str, job: &str, n: f64
 /// The lines of `job`'s history, checking its seqs run from 1 without a gap.
 async fn lines(http: &reqwest::Client, base: &str, job: &str) -> Vec<String> {
     let url = format!("{base}/v1/jobs/{job}/events?since=0&limit=1000");
-    let page: Value = http
-        .get(url)
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+    let page = get_json(http, &url).await;
     let events = page["events"].as_array().expect("events");
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i as u64 + 1, "{job}: contiguous history");
@@ -113,6 +106,33 @@ async fn lines(http: &reqwest::Client, base: &str, job: &str) -> Vec<String> {
         .filter_map(|e| e["line"].as_str().map(str::to_owned))
         .filter(|l| l != "tick")
         .collect()
+}
+
+/// What the first script stored, asked again: the log line `l1` is deduplicated,
+/// the same create is answered with the job, a different one is `job_exists`, and
+/// the completed render-6 refuses events with `job_terminal`.
+async fn answers_from_what_it_stored(http: &reqwest::Client, base: &str, l1: &Value) {
+    let (st, v, _) = publish(http, base, "render-5", l1.clone()).await;
+    assert_eq!(
+        (st, seqs(&v)),
+        (StatusCode::OK, vec![2]),
+        "l1 deduplicated: {v}"
+    );
+    let (st, v) = create(http, base, "render-5", json!({"scene": "a"})).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the same create is answered with the job: {v}"
+    );
+    let (st, v) = create(http, base, "render-5", json!({"scene": "b"})).await;
+    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "job_exists"), "{v}");
+    let late = json!({"type": "log", "line": "late"});
+    let (st, v, _) = publish(http, base, "render-6", late).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::CONFLICT, "job_terminal"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -163,28 +183,7 @@ async fn writes_during_a_background_checkpoint_are_answered_from_it_and_survive_
     // everything above: the writer now answers from that checkpoint's records.
     until_checkpoints(&http, &base, "warmup", 1.0).await;
     let second_began = Instant::now();
-    let (st, v, _) = publish(&http, &base, "render-5", l1.clone()).await;
-    assert_eq!((st, seqs(&v)), (StatusCode::OK, vec![2]), "{v}");
-    let (st, _) = create(&http, &base, "render-5", json!({"scene": "a"})).await;
-    assert_eq!(
-        st,
-        StatusCode::OK,
-        "the same create again is answered with the job"
-    );
-    let (st, v) = create(&http, &base, "render-5", json!({"scene": "b"})).await;
-    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "job_exists"), "{v}");
-    let (st, v, _) = publish(
-        &http,
-        &base,
-        "render-6",
-        json!({"type": "log", "line": "late"}),
-    )
-    .await;
-    assert_eq!(
-        (st, code(&v)),
-        (StatusCode::CONFLICT, "job_terminal"),
-        "{v}"
-    );
+    answers_from_what_it_stored(&http, &base, &l1).await;
     let (st, v, took) = publish(
         &http,
         &base,
@@ -231,34 +230,8 @@ async fn writes_during_a_background_checkpoint_are_answered_from_it_and_survive_
         lines(&http, &base, "render-5").await,
         ["one", "two", "three", "four"]
     );
-    let (st, v, _) = publish(&http, &base, "render-5", l1).await;
-    assert_eq!(
-        (st, seqs(&v)),
-        (StatusCode::OK, vec![2]),
-        "l1 is still deduplicated: {v}"
-    );
-    let (st, v) = create(&http, &base, "render-5", json!({"scene": "b"})).await;
-    assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "job_exists"), "{v}");
-    let (st, v, _) = publish(
-        &http,
-        &base,
-        "render-6",
-        json!({"type": "log", "line": "late"}),
-    )
-    .await;
-    assert_eq!(
-        (st, code(&v)),
-        (StatusCode::CONFLICT, "job_terminal"),
-        "{v}"
-    );
-    let job: Value = http
-        .get(format!("{base}/v1/jobs/warmup"))
-        .send()
-        .await
-        .expect("warmup")
-        .json()
-        .await
-        .expect("json");
+    answers_from_what_it_stored(&http, &base, &l1).await;
+    let job = get_json(&http, &format!("{base}/v1/jobs/warmup")).await;
     assert_eq!(job["id"], "warmup", "{job}");
     let with_key = reqwest::Client::new();
     let r = with_key
