@@ -30,6 +30,7 @@
 //! - `check`: `jobwire store check` / `repair`.
 //! - `read`: the read paths (snapshots, history, listings, keys).
 //! - `writer`: the writer thread and its group commit.
+//! - `requests`: how the writer applies each request (create, publish, keys, sweep).
 //! - `group`: one group's changes and held-back replies.
 //! - `intake`: how the writer takes requests, and waits for more in a flush window.
 //! - `durable`: journal records, checkpoints (in the background), and healing after
@@ -42,6 +43,7 @@ mod inflight;
 mod intake;
 pub mod journal;
 mod read;
+mod requests;
 pub mod store;
 mod tables;
 mod writer;
