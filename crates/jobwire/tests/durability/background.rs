@@ -55,6 +55,18 @@ async fn checkpoints(http: &reqwest::Client, base: &str) -> f64 {
     metric_at(http, base, "jobwire_store_checkpoints_total").await
 }
 
+/// The binary on a fresh directory with every commit held, and the job `first`
+/// created once a checkpoint is due: its group begins checkpoint 1.
+async fn held_server(extra: &[&str], first: &str) -> (tempfile::TempDir, reqwest::Client, Process) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = admin();
+    let p = start_with(dir.path(), &held(), extra);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, v) = create(&http, &p.base, first, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    (dir, http, p)
+}
+
 /// Publishes `body` to `job`; its status, body and how long the ack took.
 async fn publish(
     http: &reqwest::Client,
@@ -137,17 +149,9 @@ async fn answers_from_what_it_stored(http: &reqwest::Client, base: &str, l1: &Va
 
 #[tokio::test]
 async fn writes_during_a_background_checkpoint_are_answered_from_it_and_survive_kill_9() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let http = admin();
-    let mut p = start(dir.path(), &held());
-    let base = p.base.clone();
-
     // Checkpoint 1 begins with the first group after 200 ms: "warmup" is in it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        create(&http, &base, "warmup", json!({})).await.0,
-        StatusCode::CREATED
-    );
+    let (dir, http, mut p) = held_server(&[], "warmup").await;
+    let base = p.base.clone();
     let first_began = Instant::now();
     // While it commits: a job, an idempotent log line, a job that ends.
     let (st, _) = create(&http, &base, "render-5", json!({"scene": "a"})).await;
@@ -246,15 +250,8 @@ async fn writes_during_a_background_checkpoint_are_answered_from_it_and_survive_
 
 #[tokio::test]
 async fn what_follows_a_finished_background_checkpoint_survives_kill_9() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let http = admin();
-    let mut p = start(dir.path(), &held());
+    let (dir, http, mut p) = held_server(&[], "render-7").await;
     let base = p.base.clone();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        create(&http, &base, "render-7", json!({})).await.0,
-        StatusCode::CREATED
-    );
     let (st, _, _) = publish(
         &http,
         &base,
@@ -282,18 +279,11 @@ async fn what_follows_a_finished_background_checkpoint_survives_kill_9() {
 
 #[tokio::test]
 async fn a_sweep_during_a_background_checkpoint_waits_for_the_commit_not_the_publishes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let http = admin();
     // A sweep every 100 ms: most of them arrive while a commit is held.
+    // Checkpoint 1 begins with the create of render-8; the job ends while it commits.
     let extra = ["--terminal-ttl", "0s", "--sweep-interval", "100ms"];
-    let p = start_with(dir.path(), &held(), &extra);
+    let (_dir, http, p) = held_server(&extra, "render-8").await;
     let base = p.base.clone();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Checkpoint 1 begins with this create; the job ends while it commits.
-    assert_eq!(
-        create(&http, &base, "render-8", json!({})).await.0,
-        StatusCode::CREATED
-    );
     let began = Instant::now();
     assert_eq!(
         create(&http, &base, "render-9", json!({})).await.0,
