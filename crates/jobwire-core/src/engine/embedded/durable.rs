@@ -65,16 +65,14 @@ impl Writer {
                 "internal: a forced checkpoint while one commits in the background".into(),
             ));
         }
-        if self.committing.is_none() {
-            if record.is_empty() && self.records.is_empty() && !force {
-                // Nothing changed since the last checkpoint: let the transaction go.
-                self.txn = None;
-                return Ok(true);
-            }
-            if force {
-                self.checkpoint()?;
-                return Ok(true);
-            }
+        if force {
+            self.checkpoint()?;
+            return Ok(true);
+        }
+        if self.committing.is_none() && record.is_empty() && self.records.is_empty() {
+            // Nothing changed since the last checkpoint: let the transaction go.
+            self.txn = None;
+            return Ok(true);
         }
         if !record.is_empty() {
             let started = Instant::now();
@@ -119,7 +117,9 @@ impl Writer {
         let last = self.journal.next_number() - 1;
         Tables::open(&txn)?.set_meta(JOURNAL_KEY, last)?;
         let committed = Committed::open(&*self.store.db()?)?;
-        let overlay = Overlay::of(&self.records)?;
+        // What the committing transaction holds, for the writer's lookups.
+        let mut overlay = Overlay::default();
+        Tables::overlay(&mut overlay, &committed).replay_all(&self.records)?;
         let (tx, done) = mpsc::sync_channel(1);
         let delay = self.checkpoint_delay;
         std::thread::Builder::new()
@@ -174,11 +174,7 @@ impl Writer {
                 self.metrics.checkpoint_duration.observe(took);
                 if !self.records.is_empty() {
                     let txn = self.begin()?;
-                    let replayed = Tables::open(&txn).and_then(|mut t| {
-                        self.records
-                            .iter()
-                            .try_for_each(|(number, payload)| t.replay(*number, payload))
-                    });
+                    let replayed = Tables::open(&txn).and_then(|mut t| t.replay_all(&self.records));
                     self.txn = Some(txn);
                     replayed?;
                 }
@@ -230,10 +226,7 @@ impl Writer {
     fn rebuild(&mut self) -> Result<(), HubError> {
         let txn = self.store.db()?.begin_write().map_err(db_err)?;
         {
-            let mut t = Tables::open(&txn)?;
-            for (number, payload) in &self.records {
-                t.replay(*number, payload)?;
-            }
+            Tables::open(&txn)?.replay_all(&self.records)?;
         }
         self.txn = Some(txn);
         self.checkpoint()?;

@@ -119,17 +119,6 @@ pub(super) struct Overlay {
 }
 
 impl Overlay {
-    /// The overlay of `records` (the ones the committing checkpoint holds).
-    pub(super) fn of(records: &[(u64, Vec<u8>)]) -> Result<Overlay, HubError> {
-        let mut o = Overlay::default();
-        for (number, payload) in records {
-            for op in Ops::new(*number, payload) {
-                o.note(&op.map_err(|e: BadRecord| HubError::Damaged(e.to_string()))?);
-            }
-        }
-        Ok(o)
-    }
-
     fn note(&mut self, op: &Op<'_>) {
         match *op {
             Op::Job { id, snapshot } => drop(self.jobs.insert(id.into(), snapshot.into())),
@@ -158,7 +147,7 @@ impl Overlay {
 /// `retain_in` copies the path to every key it deletes, even pages this
 /// transaction already wrote: a trim of one event cost twice its insert.)
 pub(super) fn trim(
-    events: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    events: &mut Table<'_, (&'static str, u64), &'static [u8]>,
     id: &str,
     from: u64,
     to: u64,
@@ -240,6 +229,13 @@ impl<'t> Tables<'t> {
             Op::Epoch(e) => drop(t.meta()?.insert(EPOCH_KEY, e)?),
         }
         Ok(())
+    }
+
+    /// Replays journal records in order.
+    pub(super) fn replay_all(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), HubError> {
+        records
+            .iter()
+            .try_for_each(|(number, payload)| self.replay(*number, payload))
     }
 
     /// Replays one journal record.
